@@ -1,0 +1,50 @@
+"""How names and codes identify a diagnosis: alias namespaces and the lookup order.
+
+Names, synonyms and free-text labels share one namespace; each code system has its own, so
+PTB-XL's SCP code ``AMI`` (anterior MI) and CinC's abbreviation ``AMI`` (acute MI) do not
+collide. A query is looked up among names first, then among codes; a ``SNOMED:`` or ``SCP:``
+prefix restricts it to that code system.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from knowledge.names import normalize_name
+from knowledge.schema import DiagnosisKnowledge
+
+NAMES = "name"
+CODE_NAMESPACES: tuple[str, ...] = ("snomed_ct", "scp_ecg")
+_CODE_PREFIX = re.compile(r"^\s*(snomed(?:[\s_-]*ct)?|sct|scp(?:[\s_-]*ecg)?)\s*:\s*", re.I)
+
+Alias = tuple[str, str, str]  # (namespace, alias, kind)
+
+
+def split_code_prefix(query: str) -> tuple[str | None, str]:
+    """``("snomed_ct" | "scp_ecg" | None, rest)`` for queries like ``"SNOMED:164889003"``."""
+    match = _CODE_PREFIX.match(query)
+    if match is None:
+        return None, query
+    namespace = "snomed_ct" if match[1].lower().startswith(("snomed", "sct")) else "scp_ecg"
+    return namespace, query[match.end() :]
+
+
+def lookup_plan(query: str) -> list[tuple[tuple[str, ...], str]]:
+    """The (namespaces, key) lookups to try in order for a name, synonym or code."""
+    namespace, text = split_code_prefix(query)
+    key = normalize_name(text)
+    if namespace is not None:
+        return [((namespace,), key)]
+    return [((NAMES,), key), (CODE_NAMESPACES, key)]
+
+
+def record_aliases(record: DiagnosisKnowledge, extra_labels: Iterable[str] = ()) -> list[Alias]:
+    """Every alias a record gives its diagnosis."""
+    aliases = [(NAMES, record.name, "name")]
+    aliases += [(NAMES, s, "synonym") for s in record.synonyms]
+    aliases += [(NAMES, label, "label") for label in extra_labels]
+    aliases += [("snomed_ct", c, "snomed_ct") for c in record.codes.snomed_ct]
+    aliases += [("scp_ecg", c, "scp_ecg") for c in record.codes.scp_ecg]
+    aliases += [(f"other:{o.system.lower()}", o.code, "other") for o in record.codes.other]
+    return aliases

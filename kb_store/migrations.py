@@ -1,0 +1,135 @@
+"""Schema versions of the knowledge base and the migrations between them.
+
+Each migration is applied once, in order, in its own transaction, and recorded in
+``schema_migrations``. A database written by a newer ked is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+
+from kb_store.connection import KnowledgeBaseError, transaction
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "diagnoses, aliases, versioned knowledge records, failures and runs",
+        """
+        CREATE SEQUENCE diagnoses_id_seq START 1;
+        CREATE TABLE diagnoses (
+            id INTEGER PRIMARY KEY DEFAULT nextval('diagnoses_id_seq'),
+            name VARCHAR NOT NULL,
+            name_key VARCHAR NOT NULL UNIQUE,
+            category VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE aliases (
+            namespace VARCHAR NOT NULL,
+            alias_key VARCHAR NOT NULL,
+            alias VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            diagnosis_id INTEGER NOT NULL REFERENCES diagnoses (id),
+            PRIMARY KEY (namespace, alias_key)
+        );
+        CREATE SEQUENCE runs_id_seq START 1;
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY DEFAULT nextval('runs_id_seq'),
+            kind VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            params JSON,
+            summary JSON,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            finished_at TIMESTAMPTZ
+        );
+        CREATE SEQUENCE knowledge_id_seq START 1;
+        CREATE TABLE knowledge (
+            id INTEGER PRIMARY KEY DEFAULT nextval('knowledge_id_seq'),
+            diagnosis_id INTEGER NOT NULL REFERENCES diagnoses (id),
+            version INTEGER NOT NULL,
+            schema_version INTEGER NOT NULL,
+            record JSON NOT NULL,
+            content_sha256 VARCHAR NOT NULL,
+            source VARCHAR NOT NULL CHECK (source IN ('llm', 'curated', 'manual')),
+            provider VARCHAR,
+            model VARCHAR,
+            prompt_sha256 VARCHAR,
+            params JSON,
+            raw_response VARCHAR,
+            pack_version VARCHAR,
+            run_id INTEGER,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            UNIQUE (diagnosis_id, version)
+        );
+        CREATE VIEW current_knowledge AS
+            SELECT k.* FROM knowledge k
+            WHERE k.version = (
+                SELECT max(version) FROM knowledge WHERE diagnosis_id = k.diagnosis_id
+            );
+        CREATE SEQUENCE failures_id_seq START 1;
+        CREATE TABLE generation_failures (
+            id INTEGER PRIMARY KEY DEFAULT nextval('failures_id_seq'),
+            run_id INTEGER,
+            label VARCHAR NOT NULL,
+            attempt INTEGER NOT NULL,
+            error_kind VARCHAR NOT NULL,
+            message VARCHAR NOT NULL,
+            raw_response VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The schema version of an open database (0 for an empty file)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    ).fetchone()
+    if not exists or exists[0] == 0:
+        return 0
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Bring the database up to :data:`LATEST_VERSION`; return the version it had."""
+    before = current_version(con)
+    if before > LATEST_VERSION:
+        raise KnowledgeBaseError(
+            f"the knowledge base has schema version {before}, newer than this ked "
+            f"understands ({LATEST_VERSION}); upgrade ked"
+        )
+    if before == 0:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+        )
+    for version, description, sql in MIGRATIONS:
+        if version <= before:
+            continue
+        with transaction(con):
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (?, ?)",
+                [version, description],
+            )
+        log.info("knowledge base migrated to schema version %d: %s", version, description)
+    return before
+
+
+def require_current(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """Refuse a read-only database whose schema is not the current one."""
+    version = current_version(con)
+    if version != LATEST_VERSION:
+        raise KnowledgeBaseError(
+            f"knowledge base {path} has schema version {version}, ked needs "
+            f"{LATEST_VERSION}; open it once for writing (any 'ked' write command) to migrate"
+        )

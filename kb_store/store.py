@@ -1,0 +1,385 @@
+"""The knowledge base: diagnoses, their aliases, versioned knowledge, failures and runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from kb_store.aliases import Alias, lookup_plan, record_aliases
+from kb_store.connection import connect, transaction
+from kb_store.migrations import migrate, require_current
+from knowledge.names import normalize_name
+from knowledge.schema import SCHEMA_VERSION, DiagnosisKnowledge
+
+log = logging.getLogger(__name__)
+
+Source = Literal["llm", "curated", "manual"]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    id: int
+    name: str
+    category: str | None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a knowledge record came from. Never holds credentials."""
+
+    source: Source
+    provider: str | None = None
+    model: str | None = None
+    prompt_sha256: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    raw_response: str | None = None
+    pack_version: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredKnowledge:
+    diagnosis: Diagnosis
+    version: int
+    record: DiagnosisKnowledge
+    provenance: Provenance
+    content_sha256: str
+    created_at: datetime
+    run_id: int | None
+
+
+@dataclass(frozen=True)
+class AddResult:
+    diagnosis: Diagnosis
+    version: int
+    created: bool
+    skipped_aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Failure:
+    run_id: int | None
+    label: str
+    attempt: int
+    error_kind: str
+    message: str
+    raw_response: str | None
+    created_at: datetime
+
+
+def content_sha256(record: DiagnosisKnowledge) -> str:
+    """SHA-256 of the record's canonical JSON: equal content, equal hash."""
+    canonical = json.dumps(record.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class KnowledgeBase:
+    """A DuckDB knowledge base file. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.read_only = read_only
+        self.con = connect(self.path, read_only=read_only)
+        if read_only:
+            require_current(self.con, str(self.path))
+        else:
+            migrate(self.con)
+            self._mark_interrupted_runs()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def transaction(self) -> Any:
+        """Context manager: the block's writes land together or not at all."""
+        return transaction(self.con)
+
+    # -- diagnoses and names -------------------------------------------------------------
+
+    def resolve(self, label: str) -> Diagnosis | None:
+        """The diagnosis a name, synonym or code refers to (case/punctuation-insensitive).
+
+        Names and synonyms win over codes; ``SNOMED:`` or ``SCP:`` prefixes pick a code system.
+        """
+        for namespaces, key in lookup_plan(label):
+            found = self._lookup(list(namespaces), key)
+            if found is not None:
+                return found
+        return None
+
+    def _lookup(self, namespaces: list[str], key: str) -> Diagnosis | None:
+        rows = self.con.execute(
+            "SELECT DISTINCT d.id, d.name, d.category FROM aliases a JOIN diagnoses d "
+            "ON d.id = a.diagnosis_id WHERE a.alias_key = ? AND list_contains(?, a.namespace)",
+            [key, namespaces],
+        ).fetchall()
+        return Diagnosis(*rows[0]) if len(rows) == 1 else None
+
+    def diagnosis(self, diagnosis_id: int) -> Diagnosis:
+        row = self.con.execute(
+            "SELECT id, name, category FROM diagnoses WHERE id = ?", [diagnosis_id]
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no diagnosis with id {diagnosis_id}")
+        return Diagnosis(*row)
+
+    def diagnoses(self) -> list[tuple[Diagnosis, int | None, str | None]]:
+        """Every diagnosis with its current version and source (``None`` without knowledge)."""
+        rows = self.con.execute(
+            "SELECT d.id, d.name, d.category, k.version, k.source FROM diagnoses d "
+            "LEFT JOIN current_knowledge k ON k.diagnosis_id = d.id ORDER BY lower(d.name)"
+        ).fetchall()
+        return [(Diagnosis(*r[:3]), r[3], r[4]) for r in rows]
+
+    def aliases(self, diagnosis_id: int) -> list[tuple[str, str]]:
+        """(alias, kind) pairs of a diagnosis."""
+        rows = self.con.execute(
+            "SELECT alias, kind FROM aliases WHERE diagnosis_id = ? ORDER BY kind, alias_key",
+            [diagnosis_id],
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    # -- knowledge -----------------------------------------------------------------------
+
+    def current(self, diagnosis_id: int) -> StoredKnowledge | None:
+        """The latest knowledge version of a diagnosis."""
+        found = self._knowledge(
+            "WHERE k.diagnosis_id = ? ORDER BY k.version DESC LIMIT 1", [diagnosis_id]
+        )
+        return found[0] if found else None
+
+    def history(self, diagnosis_id: int) -> list[StoredKnowledge]:
+        """Every knowledge version of a diagnosis, oldest first."""
+        return self._knowledge("WHERE k.diagnosis_id = ? ORDER BY k.version", [diagnosis_id])
+
+    def all_knowledge(self, *, all_versions: bool = False) -> list[StoredKnowledge]:
+        """Current (or all) knowledge of every diagnosis, by name then version."""
+        table = "knowledge" if all_versions else "current_knowledge"
+        return self._knowledge("ORDER BY lower(d.name), k.version", [], table=table)
+
+    def has_current_knowledge(self, label: str) -> bool:
+        diagnosis = self.resolve(label)
+        return diagnosis is not None and self.current(diagnosis.id) is not None
+
+    def add_knowledge(
+        self,
+        record: DiagnosisKnowledge,
+        provenance: Provenance,
+        *,
+        diagnosis_id: int | None = None,
+        labels: Sequence[str] = (),
+        run_id: int | None = None,
+        force: bool = False,
+    ) -> AddResult:
+        """Store ``record`` as the next version of its diagnosis, in one transaction.
+
+        The diagnosis is ``diagnosis_id`` when given, else the one the record's name or codes
+        resolve to, else a new one. A record identical to a stored version of the same
+        diagnosis is not stored again unless ``force``. ``labels`` become extra aliases.
+        """
+        with self.transaction():
+            return self._add(record, provenance, diagnosis_id, labels, run_id, force)
+
+    def add_many(
+        self,
+        items: Iterable[tuple[DiagnosisKnowledge, Provenance]],
+        *,
+        run_id: int | None = None,
+    ) -> list[AddResult]:
+        """Store several records in one transaction (all or nothing)."""
+        with self.transaction():
+            return [self._add(rec, prov, None, (), run_id, False) for rec, prov in items]
+
+    def _add(
+        self,
+        record: DiagnosisKnowledge,
+        provenance: Provenance,
+        diagnosis_id: int | None,
+        labels: Sequence[str],
+        run_id: int | None,
+        force: bool,
+    ) -> AddResult:
+        diagnosis = (
+            self.diagnosis(diagnosis_id) if diagnosis_id is not None else self._match(record)
+        )
+        if diagnosis is None:
+            diagnosis = self._create_diagnosis(record)
+        skipped = self._add_aliases(diagnosis.id, record_aliases(record, labels))
+        digest = content_sha256(record)
+        if not force:
+            same = self.con.execute(
+                "SELECT version FROM knowledge WHERE diagnosis_id = ? AND content_sha256 = ? "
+                "ORDER BY version DESC LIMIT 1",
+                [diagnosis.id, digest],
+            ).fetchone()
+            if same:
+                return AddResult(diagnosis, int(same[0]), False, skipped)
+        row = self.con.execute(
+            "SELECT coalesce(max(version), 0) + 1 FROM knowledge WHERE diagnosis_id = ?",
+            [diagnosis.id],
+        ).fetchone()
+        version = int(row[0]) if row else 1
+        self.con.execute(
+            "INSERT INTO knowledge (diagnosis_id, version, schema_version, record, content_sha256, "
+            "source, provider, model, prompt_sha256, params, raw_response, pack_version, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                diagnosis.id, version, SCHEMA_VERSION, record.model_dump_json(), digest,
+                provenance.source, provenance.provider, provenance.model,
+                provenance.prompt_sha256, json.dumps(provenance.params, sort_keys=True),
+                provenance.raw_response, provenance.pack_version, run_id,
+            ],
+        )  # fmt: skip
+        self.con.execute(
+            "UPDATE diagnoses SET category = ? WHERE id = ?", [record.category.value, diagnosis.id]
+        )
+        return AddResult(diagnosis, version, True, skipped)
+
+    def _match(self, record: DiagnosisKnowledge) -> Diagnosis | None:
+        """An existing diagnosis named like the record, else one sharing one of its codes."""
+        by_name = self.resolve(record.name)
+        if by_name is not None:
+            return by_name
+        codes = [("snomed_ct", c) for c in record.codes.snomed_ct]
+        codes += [("scp_ecg", c) for c in record.codes.scp_ecg]
+        matches = {self._lookup([ns], normalize_name(code)) for ns, code in codes} - {None}
+        return matches.pop() if len(matches) == 1 else None
+
+    def _create_diagnosis(self, record: DiagnosisKnowledge) -> Diagnosis:
+        row = self.con.execute(
+            "INSERT INTO diagnoses (name, name_key, category) VALUES (?, ?, ?) "
+            "RETURNING id, name, category",
+            [record.name, normalize_name(record.name), record.category.value],
+        ).fetchone()
+        assert row is not None
+        return Diagnosis(*row)
+
+    def _add_aliases(self, diagnosis_id: int, aliases: list[Alias]) -> tuple[str, ...]:
+        skipped = []
+        for namespace, alias, kind in aliases:
+            key = normalize_name(alias)
+            if not key:
+                continue
+            owner = self.con.execute(
+                "SELECT diagnosis_id FROM aliases WHERE namespace = ? AND alias_key = ?",
+                [namespace, key],
+            ).fetchone()
+            if owner is None:
+                self.con.execute(
+                    "INSERT INTO aliases (namespace, alias_key, alias, kind, diagnosis_id) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [namespace, key, alias, kind, diagnosis_id],
+                )
+            elif owner[0] != diagnosis_id:
+                skipped.append(alias)
+        if skipped:
+            log.warning(
+                "aliases already naming another diagnosis were not added to %s: %s",
+                self.diagnosis(diagnosis_id).name,
+                ", ".join(skipped),
+            )
+        return tuple(skipped)
+
+    def _knowledge(
+        self, tail: str, params: list[Any], *, table: str = "knowledge"
+    ) -> list[StoredKnowledge]:
+        rows = self.con.execute(
+            "SELECT d.id, d.name, d.category, k.version, k.record, k.source, k.provider, k.model, "
+            "k.prompt_sha256, k.params, k.raw_response, k.pack_version, k.content_sha256, "
+            f"k.created_at, k.run_id FROM {table} k JOIN diagnoses d ON d.id = k.diagnosis_id "
+            + tail,
+            params,
+        ).fetchall()
+        return [
+            StoredKnowledge(
+                diagnosis=Diagnosis(r[0], r[1], r[2]),
+                version=r[3],
+                record=DiagnosisKnowledge.model_validate_json(r[4]),
+                provenance=Provenance(
+                    source=r[5],
+                    provider=r[6],
+                    model=r[7],
+                    prompt_sha256=r[8],
+                    params=json.loads(r[9]) if r[9] else {},
+                    raw_response=r[10],
+                    pack_version=r[11],
+                ),
+                content_sha256=r[12],
+                created_at=r[13],
+                run_id=r[14],
+            )
+            for r in rows
+        ]
+
+    # -- failures and runs ---------------------------------------------------------------
+
+    def record_failure(
+        self,
+        label: str,
+        attempt: int,
+        error_kind: str,
+        message: str,
+        *,
+        raw_response: str | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        self.con.execute(
+            "INSERT INTO generation_failures (run_id, label, attempt, error_kind, message, "
+            "raw_response) VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, label, attempt, error_kind, message, raw_response],
+        )
+
+    def failures(self, run_id: int | None = None) -> list[Failure]:
+        where, params = ("WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
+        rows = self.con.execute(
+            "SELECT run_id, label, attempt, error_kind, message, raw_response, created_at "
+            f"FROM generation_failures {where} ORDER BY id",
+            params,
+        ).fetchall()
+        return [Failure(*r) for r in rows]
+
+    def start_run(self, kind: str, params: dict[str, Any]) -> int:
+        row = self.con.execute(
+            "INSERT INTO runs (kind, status, params) VALUES (?, 'running', ?) RETURNING id",
+            [kind, json.dumps(params, sort_keys=True)],
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = ?, summary = ?, finished_at = current_timestamp WHERE id = ?",
+            [status, json.dumps(summary, sort_keys=True), run_id],
+        )
+
+    def runs(self) -> Iterator[dict[str, Any]]:
+        cursor = self.con.execute(
+            "SELECT id, kind, status, params, summary, started_at, finished_at "
+            "FROM runs ORDER BY id"
+        )
+        names = [d[0] for d in cursor.description]
+        for row in cursor.fetchall():
+            yield dict(zip(names, row, strict=True))
+
+    def _mark_interrupted_runs(self) -> None:
+        # We hold the only write lock, so a run still marked running died with its process.
+        self.con.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = current_timestamp "
+            "WHERE status = 'running'"
+        )
