@@ -1,0 +1,273 @@
+"""Knowledge generation against a loopback OpenAI server: real HTTP, real client, real DuckDB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from kb_store.store import KnowledgeBase
+from knowledge.generate import GenerationSummary, generate_knowledge
+from knowledge.llm import KnowledgeClient, LLMSettings, OutputMode
+from tests.support.openai_server import LoopbackOpenAI, Reply, Request, answer, valid_record
+
+SECRET = "sk-test-9f8e7d6c5b4a-never-store-me"
+
+
+def settings(server: LoopbackOpenAI, **overrides: object) -> LLMSettings:
+    values: dict[str, object] = {
+        "model": "loopback-model",
+        "base_url": server.base_url,
+        "timeout_s": 2.0,
+        "max_retries": 3,
+        "max_repairs": 2,
+        "backoff_s": 0.01,
+        "retry_max_wait_s": 5.0,
+    }
+    values.update(overrides)
+    return LLMSettings(**values)  # type: ignore[arg-type]
+
+
+def run(
+    db: Path,
+    server: LoopbackOpenAI,
+    labels: Sequence[str],
+    *,
+    force: bool = False,
+    **overrides: object,
+) -> GenerationSummary:
+    async def go() -> GenerationSummary:
+        client = KnowledgeClient(settings(server, **overrides), api_key=SECRET)
+        try:
+            with KnowledgeBase(db) as kb:
+                return await generate_knowledge(kb, client, labels, force=force)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def scripted(script: Callable[[Request], Reply | None]) -> Callable[[Request], Reply]:
+    """A responder that answers validly unless ``script`` returns a reply."""
+    return lambda request: script(request) or answer(request.label)
+
+
+def test_generates_valid_records_with_provenance_and_usage(db_path: Path) -> None:
+    labels = ["test diagnosis a", "test diagnosis b", "test diagnosis c"]
+    with LoopbackOpenAI() as server:
+        summary = run(db_path, server, labels)
+    assert sorted(summary.generated) == labels and summary.ok
+    assert len(server.requests) == 3 and summary.requests == 3
+    assert summary.prompt_tokens == 300 and summary.completion_tokens == 150
+    assert all(r.response_format == "json_schema" for r in server.requests)
+    assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        diagnosis = kb.resolve("Test Diagnosis A!")
+        assert diagnosis is not None
+        stored = kb.current(diagnosis.id)
+        assert stored is not None and stored.version == 1
+        prov = stored.provenance
+        assert prov.source == "llm" and prov.model == "loopback-model"
+        assert prov.provider == "127.0.0.1" and len(prov.prompt_sha256 or "") == 64
+        assert prov.params["output_mode"] == "json_schema"
+        assert json.loads(prov.raw_response or "")["name"] == "test diagnosis a"
+        assert [r["status"] for r in kb.runs()] == ["completed"]
+
+
+def test_rerun_sends_no_request_and_force_makes_a_new_version(db_path: Path) -> None:
+    labels = ["test diagnosis a", "test diagnosis b"]
+    with LoopbackOpenAI() as server:
+        run(db_path, server, labels)
+        again = run(db_path, server, [*labels, "TEST-diagnosis a"])
+        assert len(server.requests) == 2
+        assert sorted(again.skipped) == labels and not again.generated
+        forced = run(db_path, server, labels[:1], force=True)
+        assert forced.generated == labels[:1] and len(server.requests) == 3
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        diagnosis = kb.resolve(labels[0])
+        assert diagnosis is not None
+        assert [s.version for s in kb.history(diagnosis.id)] == [1, 2]
+
+
+def test_429_is_retried_after_retry_after(db_path: Path) -> None:
+    def script(request: Request) -> Reply | None:
+        if request.nth == 1:
+            return Reply(429, error="slow down", headers={"Retry-After": "0.4"})
+        return None
+
+    with LoopbackOpenAI(scripted(script)) as server:
+        started = time.perf_counter()
+        summary = run(db_path, server, ["test diagnosis a"])
+        elapsed = time.perf_counter() - started
+    assert summary.ok and summary.retries == 1 and len(server.requests) == 2
+    assert elapsed >= 0.4  # the server's Retry-After, not our 10 ms backoff
+
+
+def test_server_errors_and_stalls_are_retried(db_path: Path) -> None:
+    def script(request: Request) -> Reply | None:
+        if request.label == "test 500" and request.nth <= 2:
+            return Reply(500, error="boom")
+        if request.label == "test stall" and request.nth == 1:
+            return Reply(delay_s=3.0)  # past the 0.5 s timeout
+        return None
+
+    with LoopbackOpenAI(scripted(script)) as server:
+        summary = run(db_path, server, ["test 500", "test stall"], timeout_s=0.5)
+    assert summary.ok
+    assert len(server.requests_for("test 500")) == 3
+    assert len(server.requests_for("test stall")) == 2
+
+
+def test_persistent_errors_fail_after_max_retries_and_are_recorded(db_path: Path) -> None:
+    with LoopbackOpenAI(lambda r: Reply(503, error="unavailable")) as server:
+        summary = run(db_path, server, ["test down"], max_retries=2)
+    assert summary.failed == ["test down"] and len(server.requests) == 3
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        (failure,) = kb.failures(summary.run_id)
+        assert failure.error_kind == "server_error" and "unavailable" in failure.message
+        assert kb.resolve("test down") is None
+        assert [r["status"] for r in kb.runs()] == ["completed_with_failures"]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_client_errors_are_not_retried(db_path: Path, status: int) -> None:
+    with LoopbackOpenAI(lambda r: Reply(status, error="no")) as server:
+        summary = run(db_path, server, ["test refused"])
+    assert summary.failed == ["test refused"] and len(server.requests) == 1
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        assert kb.failures()[0].error_kind == f"http_{status}"
+
+
+def test_malformed_json_is_repaired(db_path: Path) -> None:
+    def script(request: Request) -> Reply | None:
+        return Reply(content='{"name": "test diagnosis a", "category": ') if request.nth == 1 else None
+
+    with LoopbackOpenAI(scripted(script)) as server:
+        summary = run(db_path, server, ["test diagnosis a"])
+    assert summary.ok and len(server.requests) == 2
+    repair = server.requests[1]
+    assert "no JSON object" in repair.last_user_message
+    assert repair.body["messages"][-2]["role"] == "assistant"
+
+
+def test_schema_violation_is_fed_back_and_repaired(db_path: Path) -> None:
+    def script(request: Request) -> Reply | None:
+        if request.nth == 1:
+            record = valid_record(request.label)
+            record["morphology"]["qrs_complex"]["duration_ms"] = {"min": 5, "max": 9}
+            record["leads"] = ["II", "V9"]
+            return Reply(content="Here is the record:\n```json\n" + json.dumps(record) + "\n```")
+        return None
+
+    with LoopbackOpenAI(scripted(script)) as server:
+        summary = run(db_path, server, ["test diagnosis a"])
+    assert summary.ok and len(server.requests) == 2
+    feedback = server.requests[1].last_user_message
+    assert "morphology.qrs_complex" in feedback and "V9" in feedback
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        diagnosis = kb.resolve("test diagnosis a")
+        assert diagnosis is not None
+        stored = kb.current(diagnosis.id)
+        assert stored is not None and stored.provenance.params["repairs"] == 1
+
+
+def test_invalid_output_after_all_repairs_is_a_recorded_failure(db_path: Path) -> None:
+    with LoopbackOpenAI(lambda r: Reply(content="I am not sure.")) as server:
+        summary = run(db_path, server, ["test hopeless"], max_repairs=1)
+    assert summary.failed == ["test hopeless"] and len(server.requests) == 2
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        (failure,) = kb.failures()
+        assert failure.error_kind == "invalid_output" and failure.attempt == 2
+        assert failure.raw_response == "I am not sure."
+
+
+def test_refusal_is_recorded(db_path: Path) -> None:
+    with LoopbackOpenAI(lambda r: Reply(refusal="I can't help with that.")) as server:
+        summary = run(db_path, server, ["test refusal"])
+    assert summary.failed == ["test refusal"] and len(server.requests) == 1
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        assert kb.failures()[0].error_kind == "refusal"
+
+
+def test_falls_back_to_json_mode_then_text_for_servers_without_structured_output(
+    db_path: Path,
+) -> None:
+    def no_structured_output(request: Request) -> Reply:
+        if request.response_format != "none":
+            return Reply(400, error=f"response_format {request.response_format} is not supported")
+        prose = "Sure! " + json.dumps(valid_record(request.label)) + " Hope this helps."
+        return Reply(content=prose)
+
+    with LoopbackOpenAI(no_structured_output) as server:
+        summary = run(db_path, server, ["test a", "test b"], concurrency=1)
+    assert summary.ok
+    formats = [r.response_format for r in server.requests]
+    # the first label discovers the server's limits; the second goes straight to text
+    assert formats == ["json_schema", "json_object", "none", "none"]
+
+
+def test_json_mode_server(db_path: Path) -> None:
+    def json_mode_only(request: Request) -> Reply | None:
+        if request.response_format == "json_schema":
+            return Reply(400, error="Unknown response_format type json_schema")
+        return None
+
+    async def go() -> OutputMode:
+        client = KnowledgeClient(settings(server), api_key=None)
+        with KnowledgeBase(db_path) as kb:
+            await generate_knowledge(kb, client, ["test a"])
+        await client.aclose()
+        return client.mode
+
+    with LoopbackOpenAI(scripted(json_mode_only)) as server:
+        assert asyncio.run(go()) is OutputMode.JSON_OBJECT
+        assert server.requests[0].headers["authorization"] == "Bearer not-needed"
+
+
+def test_concurrency_is_bounded(db_path: Path) -> None:
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    def slow(request: Request) -> Reply:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.1)
+        with lock:
+            in_flight -= 1
+        return answer(request.label)
+
+    labels = [f"test diagnosis {i}" for i in range(12)]
+    with LoopbackOpenAI(slow) as server:
+        summary = run(db_path, server, labels, concurrency=3)
+    assert summary.ok and peak == 3
+
+
+def test_api_key_never_reaches_database_or_logs(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def echo_key(request: Request) -> Reply:
+        key = request.headers["authorization"]
+        if request.label == "test leak":
+            return Reply(401, error=f"Incorrect API key provided: {key}")
+        return Reply(content=f"key {key} " + json.dumps(valid_record(request.label)))
+
+    caplog.set_level(logging.DEBUG)
+    with LoopbackOpenAI(echo_key) as server:
+        summary = run(db_path, server, ["test leak", "test echo"])
+    assert summary.failed == ["test leak"] and summary.generated == ["test echo"]
+    assert SECRET not in caplog.text
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        assert "[redacted]" in kb.failures()[0].message
+        tables = [t for (t,) in kb.con.execute("SHOW TABLES").fetchall()]
+        for table in tables:
+            dump = str(kb.con.execute(f"SELECT * FROM {table}").fetchall())
+            assert SECRET not in dump, table
+        assert "key Bearer [redacted]" in str(kb.con.execute("SELECT raw_response FROM knowledge").fetchall())
