@@ -1,0 +1,5 @@
+"""``python -m ked`` runs the command line."""
+
+from ked.cli import main
+
+main()

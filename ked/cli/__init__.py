@@ -1,0 +1,60 @@
+"""The ``ked`` command line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kb_store.connection import KnowledgeBaseError
+from kb_store.jsonl import ImportFileError
+from ked.cli import kb_commands, knowledge_commands, vocab_commands
+from ked.cli.common import CliState
+from ked.config import ProviderNotConfiguredError
+from knowledge.curated import PackError
+
+app = typer.Typer(
+    help="ked: knowledge-enhanced ECG diagnosis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(knowledge_commands.app, name="knowledge")
+app.add_typer(kb_commands.app, name="kb")
+app.add_typer(vocab_commands.app, name="vocab")
+
+# Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    KnowledgeBaseError,
+    ImportFileError,
+    PackError,
+    ProviderNotConfiguredError,
+    KeyError,
+    FileNotFoundError,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[
+        Path | None, typer.Option(help="knowledge base file (env KED_DB; default ./ked.duckdb)")
+    ] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="more logs")] = 0,
+) -> None:
+    """Global options."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliState(db=db)
+
+
+def main() -> None:
+    """Entry point of the ``ked`` console script."""
+    try:
+        app()
+    except USER_ERRORS as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,39 @@
+"""Shared pieces of the command line: state, opening the knowledge base, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from tqdm import tqdm
+
+from kb_store.store import KnowledgeBase
+from ked.config import Settings
+
+
+@dataclass
+class CliState:
+    db: Path | None = None
+
+
+def settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    """Settings from this command's flags, the global ``--db``, the environment and defaults."""
+    state: CliState = ctx.obj or CliState()
+    return Settings.resolve(db=state.db, **overrides)
+
+
+def open_kb(ctx: typer.Context, *, read_only: bool = False) -> KnowledgeBase:
+    return KnowledgeBase(settings(ctx).db, read_only=read_only)
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def progress(total: int, desc: str, unit: str = "it") -> tqdm:
+    """A progress bar on stderr (hidden when stderr is not a terminal and total is small)."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
