@@ -40,11 +40,14 @@ def lookup_plan(query: str) -> list[tuple[tuple[str, ...], str]]:
 
 
 def record_aliases(record: DiagnosisKnowledge, extra_labels: Iterable[str] = ()) -> list[Alias]:
-    """Every alias a record gives its diagnosis."""
+    """Every alias a record gives its diagnosis.
+
+    Codes of other systems (``codes.other``, e.g. ICD-10) are not aliases: one ICD-10 code
+    often covers several ECG diagnoses (I47.1 is AVNRT, AVRT and junctional tachycardia).
+    """
     aliases = [(NAMES, record.name, "name")]
     aliases += [(NAMES, s, "synonym") for s in record.synonyms]
     aliases += [(NAMES, label, "label") for label in extra_labels]
     aliases += [("snomed_ct", c, "snomed_ct") for c in record.codes.snomed_ct]
     aliases += [("scp_ecg", c, "scp_ecg") for c in record.codes.scp_ecg]
-    aliases += [(f"other:{o.system.lower()}", o.code, "other") for o in record.codes.other]
     return aliases

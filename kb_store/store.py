@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -85,6 +86,7 @@ class KnowledgeBase:
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path).expanduser()
         self.read_only = read_only
+        self._in_transaction = False
         self.con = connect(self.path, read_only=read_only)
         if read_only:
             require_current(self.con, str(self.path))
@@ -106,9 +108,18 @@ class KnowledgeBase:
     def close(self) -> None:
         self.con.close()
 
-    def transaction(self) -> Any:
-        """Context manager: the block's writes land together or not at all."""
-        return transaction(self.con)
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The block's writes land together or not at all; nested blocks join the outer one."""
+        if self._in_transaction:
+            yield
+            return
+        self._in_transaction = True
+        try:
+            with transaction(self.con):
+                yield
+        finally:
+            self._in_transaction = False
 
     # -- diagnoses and names -------------------------------------------------------------
 
@@ -116,20 +127,44 @@ class KnowledgeBase:
         """The diagnosis a name, synonym or code refers to (case/punctuation-insensitive).
 
         Names and synonyms win over codes; ``SNOMED:`` or ``SCP:`` prefixes pick a code system.
+        A key that names two diagnoses resolves to none.
         """
-        for namespaces, key in lookup_plan(label):
-            found = self._lookup(list(namespaces), key)
-            if found is not None:
-                return found
-        return None
+        return self.resolve_many([label])[label]
 
-    def _lookup(self, namespaces: list[str], key: str) -> Diagnosis | None:
-        rows = self.con.execute(
-            "SELECT DISTINCT d.id, d.name, d.category FROM aliases a JOIN diagnoses d "
-            "ON d.id = a.diagnosis_id WHERE a.alias_key = ? AND list_contains(?, a.namespace)",
-            [key, namespaces],
-        ).fetchall()
-        return Diagnosis(*rows[0]) if len(rows) == 1 else None
+    def resolve_many(self, labels: Sequence[str]) -> dict[str, Diagnosis | None]:
+        """:meth:`resolve` for many labels with one query."""
+        plans = {label: lookup_plan(label) for label in labels}
+        keys = sorted({key for plan in plans.values() for _, key in plan})
+        owners: dict[tuple[str, str], Diagnosis] = {
+            (row[0], row[1]): Diagnosis(*row[2:])
+            for row in self.con.execute(
+                "SELECT a.namespace, a.alias_key, d.id, d.name, d.category FROM aliases a "
+                "JOIN diagnoses d ON d.id = a.diagnosis_id WHERE list_contains(?, a.alias_key)",
+                [keys],
+            ).fetchall()
+        }
+        resolved: dict[str, Diagnosis | None] = {}
+        for label, plan in plans.items():
+            resolved[label] = None
+            for namespaces, key in plan:
+                found = {owners[(ns, key)] for ns in namespaces if (ns, key) in owners}
+                if found:
+                    resolved[label] = found.pop() if len(found) == 1 else None
+                    break
+        return resolved
+
+    def with_knowledge(self, labels: Sequence[str]) -> set[str]:
+        """The labels whose diagnosis has knowledge."""
+        resolved = self.resolve_many(labels)
+        ids = sorted({d.id for d in resolved.values() if d is not None})
+        have = {
+            row[0]
+            for row in self.con.execute(
+                "SELECT DISTINCT diagnosis_id FROM knowledge WHERE list_contains(?, diagnosis_id)",
+                [ids],
+            ).fetchall()
+        }
+        return {label for label, d in resolved.items() if d is not None and d.id in have}
 
     def diagnosis(self, diagnosis_id: int) -> Diagnosis:
         row = self.con.execute(
@@ -172,10 +207,6 @@ class KnowledgeBase:
         """Current (or all) knowledge of every diagnosis, by name then version."""
         table = "knowledge" if all_versions else "current_knowledge"
         return self._knowledge("ORDER BY lower(d.name), k.version", [], table=table)
-
-    def has_current_knowledge(self, label: str) -> bool:
-        diagnosis = self.resolve(label)
-        return diagnosis is not None and self.current(diagnosis.id) is not None
 
     def add_knowledge(
         self,
@@ -256,9 +287,10 @@ class KnowledgeBase:
         by_name = self.resolve(record.name)
         if by_name is not None:
             return by_name
-        codes = [("snomed_ct", c) for c in record.codes.snomed_ct]
-        codes += [("scp_ecg", c) for c in record.codes.scp_ecg]
-        matches = {self._lookup([ns], normalize_name(code)) for ns, code in codes} - {None}
+        codes = [("SNOMED", c) for c in record.codes.snomed_ct]
+        codes += [("SCP", c) for c in record.codes.scp_ecg]
+        resolved = self.resolve_many([f"{ns}:{code}" for ns, code in codes])
+        matches = set(resolved.values()) - {None}
         return matches.pop() if len(matches) == 1 else None
 
     def _create_diagnosis(self, record: DiagnosisKnowledge) -> Diagnosis:
@@ -271,30 +303,39 @@ class KnowledgeBase:
         return Diagnosis(*row)
 
     def _add_aliases(self, diagnosis_id: int, aliases: list[Alias]) -> tuple[str, ...]:
-        skipped = []
+        wanted: dict[tuple[str, str], tuple[str, str]] = {}
         for namespace, alias, kind in aliases:
-            key = normalize_name(alias)
-            if not key:
-                continue
-            owner = self.con.execute(
-                "SELECT diagnosis_id FROM aliases WHERE namespace = ? AND alias_key = ?",
-                [namespace, key],
-            ).fetchone()
-            if owner is None:
-                self.con.execute(
-                    "INSERT INTO aliases (namespace, alias_key, alias, kind, diagnosis_id) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [namespace, key, alias, kind, diagnosis_id],
-                )
-            elif owner[0] != diagnosis_id:
-                skipped.append(alias)
+            wanted.setdefault((namespace, normalize_name(alias)), (alias, kind))
+        keys = sorted({key for _, key in wanted})
+        owners = {
+            (ns, key): owner
+            for ns, key, owner in self.con.execute(
+                "SELECT namespace, alias_key, diagnosis_id FROM aliases "
+                "WHERE list_contains(?, alias_key)",
+                [keys],
+            ).fetchall()
+        }
+        new = [
+            [ns, key, alias, kind, diagnosis_id]
+            for (ns, key), (alias, kind) in wanted.items()
+            if key and (ns, key) not in owners
+        ]
+        if new:
+            self.con.executemany(
+                "INSERT INTO aliases (namespace, alias_key, alias, kind, diagnosis_id) "
+                "VALUES (?, ?, ?, ?, ?)",
+                new,
+            )
+        skipped = tuple(
+            wanted[k][0] for k, owner in owners.items() if k in wanted and owner != diagnosis_id
+        )
         if skipped:
             log.warning(
                 "aliases already naming another diagnosis were not added to %s: %s",
                 self.diagnosis(diagnosis_id).name,
                 ", ".join(skipped),
             )
-        return tuple(skipped)
+        return skipped
 
     def _knowledge(
         self, tail: str, params: list[Any], *, table: str = "knowledge"

@@ -1,8 +1,9 @@
 """The knowledge-generation job: labels in, validated records (or recorded failures) out.
 
-A label whose diagnosis already has knowledge is skipped without a request. Each finished
-label is committed on its own (record, aliases and diagnosis in one transaction), so a run
-killed mid-way keeps what it finished, holds no half-written record, and a rerun resumes.
+A label whose diagnosis already has knowledge is skipped without a request. Finished labels
+are committed as they arrive, in a worker thread so the event loop keeps requests flowing;
+answers that finish together share one transaction. A run killed mid-way keeps what it
+committed, holds no half-written record, and a rerun resumes with the rest.
 """
 
 from __future__ import annotations
@@ -73,35 +74,32 @@ async def generate_knowledge(
         {**client.settings.public_params(), "labels": len(labels), "force": force},
     )
     summary = GenerationSummary(run_id=run_id)
-    todo = []
+    done_before = set() if force else kb.with_knowledge(labels)
+    todo = [label for label in labels if label not in done_before]
     for label in labels:
-        if not force and kb.has_current_knowledge(label):
+        if label in done_before:
             summary.skipped.append(label)
             _notify(on_progress, label, "skipped")
-        else:
-            todo.append(label)
     contexts = contexts or {}
-    tasks = [asyncio.create_task(_attempt(client, label, contexts.get(label))) for label in todo]
+    finished: asyncio.Queue[tuple[str, Generated | GenerationError]] = asyncio.Queue()
+
+    async def work(label: str) -> None:
+        finished.put_nowait(await _attempt(client, label, contexts.get(label)))
+
+    tasks = [asyncio.create_task(work(label)) for label in todo]
     status = "failed"
     try:
-        for finished in asyncio.as_completed(tasks):
-            label, outcome = await finished
-            if isinstance(outcome, Generated):
-                _store(kb, outcome, client, run_id, force)
-                summary.generated.append(label)
-                _notify(on_progress, label, "generated")
-            else:
-                kb.record_failure(
-                    label,
-                    outcome.attempt,
-                    outcome.kind,
-                    str(outcome),
-                    raw_response=outcome.raw_response,
-                    run_id=run_id,
+        done = 0
+        while done < len(todo):
+            batch = [await finished.get()]
+            while not finished.empty():
+                batch.append(finished.get_nowait())
+            await asyncio.to_thread(_write, kb, client, batch, run_id, force, summary)
+            done += len(batch)
+            for label, outcome in batch:
+                _notify(
+                    on_progress, label, "generated" if isinstance(outcome, Generated) else "failed"
                 )
-                summary.failed.append(label)
-                log.warning("knowledge for %r failed (%s): %s", label, outcome.kind, outcome)
-                _notify(on_progress, label, "failed")
         status = "completed" if summary.ok else "completed_with_failures"
     finally:
         for task in tasks:
@@ -124,6 +122,33 @@ async def _attempt(
         return label, await client.generate(label, context)
     except GenerationError as exc:
         return label, exc
+
+
+def _write(
+    kb: KnowledgeBase,
+    client: KnowledgeClient,
+    batch: list[tuple[str, Generated | GenerationError]],
+    run_id: int,
+    force: bool,
+    summary: GenerationSummary,
+) -> None:
+    """Store records and failures of answers that finished together, in one transaction."""
+    with kb.transaction():
+        for label, outcome in batch:
+            if isinstance(outcome, Generated):
+                _store(kb, outcome, client, run_id, force)
+            else:
+                kb.record_failure(
+                    label,
+                    outcome.attempt,
+                    outcome.kind,
+                    str(outcome),
+                    raw_response=outcome.raw_response,
+                    run_id=run_id,
+                )
+                log.warning("knowledge for %r failed (%s): %s", label, outcome.kind, outcome)
+    for label, outcome in batch:
+        (summary.generated if isinstance(outcome, Generated) else summary.failed).append(label)
 
 
 def _store(

@@ -117,7 +117,6 @@ class Generated:
     record: DiagnosisKnowledge
     raw_response: str
     mode: OutputMode
-    requests: int
     repairs: int
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -222,8 +221,7 @@ class KnowledgeClient:
 
     async def generate(self, label: str, context: str | None = None) -> Generated:
         """Knowledge for one label; raises :class:`GenerationError` when it cannot."""
-        async with self._semaphore:
-            return await self._generate(label, context)
+        return await self._generate(label, context)
 
     async def _generate(self, label: str, context: str | None) -> Generated:
         system, user = self.prompts.system, self.prompts.user(label, context)
@@ -231,10 +229,8 @@ class KnowledgeClient:
             {"role": "system", "content": system.text},
             {"role": "user", "content": user.text},
         ]
-        requests = 0
         for repair in range(self.settings.max_repairs + 1):
-            raw, mode, sent = await self._complete(label, messages, attempt=repair + 1)
-            requests += sent
+            raw, mode = await self._complete(label, messages, attempt=repair + 1)
             try:
                 record = parse_record(raw)
             except ValueError as exc:
@@ -265,21 +261,20 @@ class KnowledgeClient:
                     "repair": self.prompts.templates.source_sha256(self.prompts.REPAIR),
                 },
             }
-            return Generated(label, record, raw, mode, requests, repair, params)
+            return Generated(label, record, raw, mode, repair, params)
         raise AssertionError("unreachable")
 
     async def _complete(
         self, label: str, messages: list[dict[str, str]], *, attempt: int
-    ) -> tuple[str, OutputMode, int]:
-        """One answer's text, with retries and output-mode fallback; returns requests sent."""
-        sent = 0
+    ) -> tuple[str, OutputMode]:
+        """One answer's text, with retries and output-mode fallback."""
         while True:
-            mode = self._mode
             try:
-                response, tries = await self._request(messages, mode)
-                sent += tries
+                # a slot covers one request and its retries, so backoff also slows the flow
+                async with self._semaphore:
+                    mode = self._mode
+                    response = await self._request(messages, mode)
             except openai.APIStatusError as exc:
-                sent += 1
                 fallback = _FALLBACK.get(mode)
                 if exc.status_code in (400, 422) and fallback and _UNSUPPORTED.search(str(exc)):
                     if self._mode == mode:
@@ -305,26 +300,30 @@ class KnowledgeClient:
                     raw_response=refusal,
                     attempt=attempt,
                 )
-            return choice.message.content or "", mode, sent
+            return choice.message.content or "", mode
 
-    async def _request(self, messages: list[dict[str, str]], mode: OutputMode) -> tuple[Any, int]:
+    async def _request(self, messages: list[dict[str, str]], mode: OutputMode) -> Any:
         kwargs: dict[str, Any] = {
             "model": self.settings.model,
             "messages": messages,
             "temperature": self.settings.temperature,
             "max_tokens": self.settings.max_tokens,
         }
+        # response_format goes in extra_body: the SDK would otherwise walk the whole JSON
+        # schema through its typed transform on every request.
         if mode is OutputMode.JSON_SCHEMA:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "diagnosis_knowledge",
-                    "schema": self.prompts.json_schema,
-                    "strict": False,
-                },
+            kwargs["extra_body"] = {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "diagnosis_knowledge",
+                        "schema": self.prompts.json_schema,
+                        "strict": False,
+                    },
+                }
             }
         elif mode is OutputMode.JSON_OBJECT:
-            kwargs["response_format"] = {"type": "json_object"}
+            kwargs["extra_body"] = {"response_format": {"type": "json_object"}}
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
             wait=self._wait,
@@ -332,13 +331,11 @@ class KnowledgeClient:
             before_sleep=self._before_retry,
             reraise=True,
         )
-        tries = 0
         async for attempt in retrying:
             with attempt:
-                tries += 1
                 self.usage.requests += 1
                 response = await self._client.chat.completions.create(**kwargs)
-        return response, tries
+        return response
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

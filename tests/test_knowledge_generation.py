@@ -146,7 +146,9 @@ def test_client_errors_are_not_retried(db_path: Path, status: int) -> None:
 
 def test_malformed_json_is_repaired(db_path: Path) -> None:
     def script(request: Request) -> Reply | None:
-        return Reply(content='{"name": "test diagnosis a", "category": ') if request.nth == 1 else None
+        return (
+            Reply(content='{"name": "test diagnosis a", "category": ') if request.nth == 1 else None
+        )
 
     with LoopbackOpenAI(scripted(script)) as server:
         summary = run(db_path, server, ["test diagnosis a"])
@@ -270,4 +272,6 @@ def test_api_key_never_reaches_database_or_logs(
         for table in tables:
             dump = str(kb.con.execute(f"SELECT * FROM {table}").fetchall())
             assert SECRET not in dump, table
-        assert "key Bearer [redacted]" in str(kb.con.execute("SELECT raw_response FROM knowledge").fetchall())
+        assert "key Bearer [redacted]" in str(
+            kb.con.execute("SELECT raw_response FROM knowledge").fetchall()
+        )

@@ -7,6 +7,7 @@ read from the user prompt), so tests script answers and faults per label.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -14,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,14 @@ class Reply:
     delay_s: float = 0.0
 
 
+@cache
+def _example_text() -> str:
+    return EXAMPLE.read_text()
+
+
 def valid_record(label: str) -> dict[str, Any]:
     """A schema-valid knowledge record named ``label`` (neutral labels only: no 'brady')."""
-    record = json.loads(EXAMPLE.read_text())
+    record = json.loads(_example_text())
     record.update(name=label, synonyms=[], codes={"snomed_ct": [], "scp_ecg": [], "other": []})
     return record
 
@@ -70,7 +76,11 @@ def completion(reply: Reply, model: str) -> dict[str, Any]:
 
 
 class LoopbackOpenAI:
-    """Serve on 127.0.0.1 in a background thread; use as a context manager."""
+    """Serve on 127.0.0.1 from an asyncio loop in a background thread; a context manager.
+
+    HTTP/1.1 with keep-alive, as real servers speak it. The responder runs in a worker
+    thread, so a responder that blocks does not hold up other connections.
+    """
 
     def __init__(
         self, responder: Callable[[Request], Reply] | None = None, latency_s: float = 0.0
@@ -81,26 +91,42 @@ class LoopbackOpenAI:
         self.served = 0
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._port = 0
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://127.0.0.1:{self._port}/v1"
 
     def __enter__(self) -> LoopbackOpenAI:
         self._thread.start()
+        self._ready.wait(10)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
     def requests_for(self, label: str) -> list[Request]:
         with self._lock:
             return [r for r in self.requests if r.label == label]
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=256)
+        )
+        self._port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
 
     def _record(self, body: dict[str, Any], headers: dict[str, str]) -> Request:
         first_user = next(m["content"] for m in body["messages"] if m["role"] == "user")
@@ -113,35 +139,60 @@ class LoopbackOpenAI:
             self.requests.append(request)
         return request
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:  # keep test output quiet
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                request = server._record(body, {k.lower(): v for k, v in self.headers.items()})
-                reply = server.responder(request)
-                time.sleep(server.latency_s + reply.delay_s)
-                if reply.status == 200:
-                    payload = completion(reply, body.get("model", "loopback"))
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method = lines[0].split(" ")[0]
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                raw = await reader.readexactly(int(headers.get("content-length", 0)))
+                if method == "GET":
+                    status, extra, payload = 200, {}, {"requests": len(self.requests)}
                 else:
-                    payload = {"error": {"message": reply.error, "type": "loopback", "code": None}}
+                    status, extra, payload = await self._answer(json.loads(raw or b"{}"), headers)
                 data = json.dumps(payload).encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    return  # the client gave up (timeout test)
-                with server._lock:
-                    server.served += 1
+                head_out = [f"HTTP/1.1 {status} X", "content-type: application/json"]
+                head_out += [f"content-length: {len(data)}"]
+                head_out += [f"{k}: {v}" for k, v in extra.items()]
+                writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode() + data)
+                await writer.drain()
+                with self._lock:
+                    self.served += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed the connection, or gave up waiting (timeout tests)
+        finally:
+            writer.close()
 
-        return Handler
+    async def _answer(
+        self, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        request = self._record(body, headers)
+        reply = await asyncio.to_thread(self.responder, request)
+        await asyncio.sleep(self.latency_s + reply.delay_s)
+        if reply.status == 200:
+            return 200, reply.headers, completion(reply, body.get("model", "loopback"))
+        error = {"error": {"message": reply.error, "type": "loopback", "code": None}}
+        return reply.status, reply.headers, error
+
+
+def main() -> None:
+    """Serve valid answers from a separate process: ``python -m tests.support.openai_server``.
+
+    Prints the base URL on the first line of stdout; ``GET /stats`` returns the request count.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    args = parser.parse_args()
+    with LoopbackOpenAI(latency_s=args.latency) as server:
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
