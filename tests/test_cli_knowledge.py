@@ -34,7 +34,9 @@ def llm_env(server: LoopbackOpenAI, db: Path) -> dict[str, str]:
 
 def test_generate_command_summary_and_exit_codes(db_path: Path) -> None:
     def script(request: Request) -> Reply:
-        return Reply(401, error="bad key") if request.label == "test broken" else answer(request.label)
+        return (
+            Reply(401, error="bad key") if request.label == "test broken" else answer(request.label)
+        )
 
     with LoopbackOpenAI(script) as server:
         ok = ked("knowledge", "generate", "test a", "test b", env=llm_env(server, db_path))
@@ -50,7 +52,9 @@ def test_generate_command_summary_and_exit_codes(db_path: Path) -> None:
 
 
 def test_generate_without_provider_is_a_clear_error(tmp_path: Path) -> None:
-    result = ked("--db", str(tmp_path / "kb.duckdb"), "knowledge", "generate", "atrial fibrillation")
+    result = ked(
+        "--db", str(tmp_path / "kb.duckdb"), "knowledge", "generate", "atrial fibrillation"
+    )
     assert result.returncode == 2
     assert "no LLM provider configured" in result.stderr and "Traceback" not in result.stderr
 
@@ -140,7 +144,9 @@ def test_export_import_round_trip_is_validated_and_idempotent(tmp_path: Path) ->
     assert "imported 3 records, 0 unchanged" in first.stdout
     again = ked("--db", str(target), "kb", "import", str(out), check=True)
     assert "imported 0 records, 3 unchanged" in again.stdout
-    shown = json.loads(ked("--db", str(target), "kb", "show", "TEST TWO", "--json", "--history").stdout)
+    shown = json.loads(
+        ked("--db", str(target), "kb", "show", "TEST TWO", "--json", "--history").stdout
+    )
     assert [k["version"] for k in shown["knowledge"]] == [1, 2]
     assert shown["knowledge"][1]["record"]["caveats"] == ["a newer caveat"]
     with KnowledgeBase(source, read_only=True) as a, KnowledgeBase(target, read_only=True) as b:
