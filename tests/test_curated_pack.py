@@ -1,0 +1,144 @@
+"""The curated pack: valid, complete for every vocabulary, idempotent to import, and right."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kb_store.store import KnowledgeBase
+from knowledge.curated import PACK_DIR, CuratedPack, import_pack, load_pack
+from knowledge.names import normalize_name
+from knowledge.schema import DiagnosisKnowledge
+from knowledge.views import render_view
+from knowledge.vocab import list_vocabularies, load_vocabulary
+
+
+@pytest.fixture(scope="module")
+def pack() -> CuratedPack:
+    return load_pack()
+
+
+def record(pack: CuratedPack, name: str) -> DiagnosisKnowledge:
+    found = pack.resolve(name)
+    assert found is not None, name
+    return found
+
+
+def test_every_record_validates_and_names_are_unique(pack: CuratedPack) -> None:
+    assert len(pack.records) >= 200
+    names = [normalize_name(r.name) for r in pack.records]
+    assert len(set(names)) == len(names)
+    assert pack.index  # building the index raises on any alias naming two records
+
+
+def test_every_vocabulary_label_resolves_to_curated_knowledge(
+    pack: CuratedPack, db_path: Path
+) -> None:
+    with KnowledgeBase(db_path) as kb:
+        result = import_pack(kb, pack=pack)
+        assert len(result.added) == len(pack.records)
+        for vocab in list_vocabularies():
+            labels = load_vocabulary(vocab).labels
+            resolved = kb.resolve_many([label.query for label in labels])
+            missing = [label.label for label in labels if resolved[label.query] is None]
+            assert not missing, f"{vocab}: {missing}"
+            for diagnosis in {d for d in resolved.values() if d is not None}:
+                current = kb.current(diagnosis.id)
+                assert current is not None and current.provenance.source == "curated"
+                assert current.provenance.pack_version == pack.version
+
+
+def test_shared_diagnoses_across_vocabularies(pack: CuratedPack) -> None:
+    af = {record(pack, q).name for q in ("SCP:AFIB", "SNOMED:164889003", "atrial fibrillation")}
+    assert af == {"atrial fibrillation"}
+    # PTB-XL's SCP code AMI (anterior MI) and CinC's abbreviation AMI (acute MI) stay apart
+    assert record(pack, "SCP:AMI").name == "anterior myocardial infarction"
+    assert record(pack, "AMI").name == "acute myocardial infarction"
+
+
+def test_records_carry_specific_content(pack: CuratedPack) -> None:
+    for r in pack.records:
+        assert len(r.criteria) >= 2, r.name
+        assert r.differentials, r.name
+        assert len(r.summary.split()) >= 25, r.name
+    for view in ("summary", "full"):
+        texts = [render_view(r, view) for r in pack.records]
+        assert len(set(texts)) == len(texts), f"two records share a {view} view"
+
+
+def test_facts_a_cardiologist_checks_first(pack: CuratedPack) -> None:
+    first_degree = record(pack, "first degree AV block")
+    assert first_degree.rhythm and first_degree.rhythm.pr_interval_ms
+    assert (first_degree.rhythm.pr_interval_ms.min or 0) >= 200
+
+    lbbb = record(pack, "complete left bundle branch block")
+    assert lbbb.morphology and lbbb.morphology.qrs_complex
+    qrs = lbbb.morphology.qrs_complex
+    assert qrs.duration_ms and (qrs.duration_ms.min or 0) >= 120
+    text = render_view(lbbb, "full").lower()
+    assert "notched" in text or "slurred" in text
+    assert {"I", "aVL", "V5", "V6"} <= set(lbbb.leads)
+
+    rbbb = record(pack, "RBBB")
+    assert rbbb.morphology and rbbb.morphology.qrs_complex
+    assert (rbbb.morphology.qrs_complex.duration_ms.min or 0) >= 120  # type: ignore[union-attr]
+    assert "rsr" in render_view(rbbb, "full").lower()
+
+    brady = record(pack, "sinus bradycardia")
+    assert brady.rhythm and brady.rhythm.rate_bpm and (brady.rhythm.rate_bpm.max or 99) <= 60
+    tachy = record(pack, "sinus tachycardia")
+    assert tachy.rhythm and tachy.rhythm.rate_bpm and (tachy.rhythm.rate_bpm.min or 0) >= 100
+
+    inferior = record(pack, "inferior myocardial infarction")
+    assert {"II", "III", "aVF"} <= set(inferior.leads)
+    assert any(t.territory == "inferior" for t in inferior.territories)
+
+    af = record(pack, "atrial fibrillation")
+    assert af.rhythm and af.rhythm.regularity == "irregularly irregular"
+    assert af.rhythm.p_waves and af.rhythm.p_waves.presence == "absent"
+
+    lqt = record(pack, "prolonged QT interval")
+    assert lqt.morphology and lqt.morphology.qt_interval and lqt.morphology.qt_interval.qtc_ms
+    assert (lqt.morphology.qt_interval.qtc_ms.min or 0) >= 440
+
+
+def test_reimport_writes_nothing_and_a_newer_pack_versions_only_what_changed(
+    pack: CuratedPack, db_path: Path, tmp_path: Path
+) -> None:
+    with KnowledgeBase(db_path) as kb:
+        import_pack(kb, vocabulary="ptbxl", pack=pack)
+        count = kb.con.execute("SELECT count(*) FROM knowledge").fetchone()
+        runs = len(list(kb.runs()))
+        again = import_pack(kb, vocabulary="ptbxl", pack=pack)
+        assert again.added == () and again.unchanged > 0
+        assert kb.con.execute("SELECT count(*) FROM knowledge").fetchone() == count
+        assert len(list(kb.runs())) == runs
+
+    newer = tmp_path / "pack"
+    shutil.copytree(PACK_DIR, newer)
+    manifest = json.loads((newer / "pack.json").read_text())
+    manifest["version"] = "9999.1.0"
+    (newer / "pack.json").write_text(json.dumps(manifest))
+    changed = record(pack, "SCP:AFIB").name
+    for path in (newer / "records").glob("*.json"):
+        records = json.loads(path.read_text())
+        for raw in records:
+            if raw["name"] == changed:
+                raw["caveats"] = [*raw["caveats"], "A caveat added in the newer pack."]
+                path.write_text(json.dumps(records))
+
+    with KnowledgeBase(db_path) as kb:
+        result = import_pack(kb, pack=load_pack(newer))
+        assert changed in result.added
+        diagnosis = kb.resolve(changed)
+        assert diagnosis is not None
+        history = kb.history(diagnosis.id)
+        assert [h.provenance.pack_version for h in history] == [pack.version, "9999.1.0"]
+        versioned = kb.con.execute(
+            "SELECT count(*) FROM (SELECT diagnosis_id FROM knowledge GROUP BY diagnosis_id "
+            "HAVING count(*) > 1)"
+        ).fetchone()
+        assert versioned == (1,)  # only the changed record got a new version
