@@ -82,6 +82,37 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        "content-addressed text-embedding cache",
+        """
+        CREATE TABLE text_encoders (
+            fingerprint VARCHAR PRIMARY KEY,
+            spec JSON NOT NULL,
+            dim INTEGER NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        );
+        CREATE TABLE texts (
+            text_sha256 VARCHAR PRIMARY KEY,
+            text VARCHAR NOT NULL
+        );
+        CREATE TABLE embeddings (
+            text_sha256 VARCHAR NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            vector FLOAT[] NOT NULL,
+            vector_sha256 VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (text_sha256, fingerprint)
+        );
+        CREATE TABLE file_digests (
+            path VARCHAR NOT NULL,
+            size BIGINT NOT NULL,
+            mtime_ns BIGINT NOT NULL,
+            sha256 VARCHAR NOT NULL,
+            PRIMARY KEY (path, size, mtime_ns)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -199,6 +199,15 @@ class KnowledgeBase:
         )
         return found[0] if found else None
 
+    def current_many(self, diagnosis_ids: Iterable[int]) -> dict[int, StoredKnowledge]:
+        """:meth:`current` for many diagnoses with one query."""
+        found = self._knowledge(
+            "WHERE list_contains(?, k.diagnosis_id)",
+            [sorted(set(diagnosis_ids))],
+            table="current_knowledge",
+        )
+        return {stored.diagnosis.id: stored for stored in found}
+
     def history(self, diagnosis_id: int) -> list[StoredKnowledge]:
         """Every knowledge version of a diagnosis, oldest first."""
         return self._knowledge("WHERE k.diagnosis_id = ? ORDER BY k.version", [diagnosis_id])

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
+from encoders.text import MissingKnowledgeError, ModelNotFoundError, NotEmbeddedError
 from kb_store.connection import KnowledgeBaseError
+from kb_store.embeddings import EncoderMismatchError
 from kb_store.jsonl import ImportFileError
-from ked.cli import kb_commands, knowledge_commands, vocab_commands
+from ked.cli import embed_commands, kb_commands, knowledge_commands, vocab_commands
 from ked.cli.common import CliState
 from ked.config import ProviderNotConfiguredError
 from knowledge.curated import PackError
@@ -24,6 +26,8 @@ app = typer.Typer(
 app.add_typer(knowledge_commands.app, name="knowledge")
 app.add_typer(kb_commands.app, name="kb")
 app.add_typer(vocab_commands.app, name="vocab")
+app.command("embed")(embed_commands.embed)
+app.command("export")(embed_commands.export)
 
 # Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -31,6 +35,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ImportFileError,
     PackError,
     ProviderNotConfiguredError,
+    MissingKnowledgeError,
+    NotEmbeddedError,
+    ModelNotFoundError,
+    EncoderMismatchError,
     KeyError,
     FileNotFoundError,
 )

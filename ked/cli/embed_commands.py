@@ -1,0 +1,192 @@
+"""``ked embed`` and ``ked export``: label texts to cached vectors, and vectors to files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from encoders.text import (
+    DEFAULT_MODEL,
+    Embedder,
+    EncoderSpec,
+    label_entries,
+    label_matrix,
+    view_texts,
+)
+from encoders.text.export import write_label_matrix
+from ked.cli.common import open_kb, progress
+from knowledge.views import VIEWS
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help=f"text encoder: name or path (env KED_TEXT_MODEL; default {DEFAULT_MODEL})"
+    ),
+]
+BackendOption = Annotated[str, typer.Option(help="sentence-transformers or transformers")]
+PoolingOption = Annotated[
+    str | None, typer.Option(help="transformers backend: mean, cls or pooler")
+]
+MaxLengthOption = Annotated[int | None, typer.Option(help="maximum tokens per text")]
+NormalizeOption = Annotated[bool, typer.Option(help="L2-normalise vectors")]
+DtypeOption = Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16")]
+DeviceOption = Annotated[str | None, typer.Option(help="cuda, mps, cpu (default: best available)")]
+BatchOption = Annotated[int, typer.Option(min=1, help="texts per batch")]
+
+
+def encoder_spec(
+    model: str | None,
+    backend: str,
+    pooling: str | None,
+    max_length: int | None,
+    normalize: bool,
+    dtype: str,
+) -> EncoderSpec:
+    if backend not in ("sentence-transformers", "transformers"):
+        raise typer.BadParameter(f"unknown backend {backend!r}")
+    if pooling not in (None, "mean", "cls", "pooler"):
+        raise typer.BadParameter(f"unknown pooling {pooling!r}")
+    return EncoderSpec(
+        model=model or os.environ.get("KED_TEXT_MODEL") or DEFAULT_MODEL,
+        backend=backend,  # type: ignore[arg-type]
+        pooling=pooling,  # type: ignore[arg-type]
+        normalize=normalize,
+        max_length=max_length,
+        dtype=dtype,
+    )
+
+
+def embed(
+    ctx: typer.Context,
+    labels: Annotated[
+        list[str] | None, typer.Argument(help="labels (default: all diagnoses)")
+    ] = None,
+    vocab: Annotated[str | None, typer.Option(help="embed a vocabulary's labels")] = None,
+    view: Annotated[
+        list[str] | None, typer.Option(help=f"views ({', '.join(VIEWS)}); default all")
+    ] = None,
+    model: ModelOption = None,
+    backend: BackendOption = "sentence-transformers",
+    pooling: PoolingOption = None,
+    max_length: MaxLengthOption = None,
+    normalize: NormalizeOption = True,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = None,
+    batch_size: BatchOption = 64,
+    shard: Annotated[
+        str | None, typer.Option(help="I/N: embed shard I of N of the missing texts")
+    ] = None,
+    shard_out: Annotated[
+        Path | None, typer.Option(help="with --shard: write vectors to this .npz")
+    ] = None,
+    ingest: Annotated[list[Path] | None, typer.Option(help="commit shard .npz files")] = None,
+) -> None:
+    """Embed label texts into the cache; only missing texts are embedded."""
+    spec = encoder_spec(model, backend, pooling, max_length, normalize, dtype)
+    views = view or list(VIEWS)
+    read_only = shard is not None
+    with open_kb(ctx, read_only=read_only) as kb:
+        embedder = Embedder(kb, spec, device=device, batch_size=batch_size)
+        if ingest:
+            for path in ingest:
+                typer.echo(_ingest(embedder, path))
+            return
+        if labels or vocab:
+            entries = label_entries(kb, vocab=vocab, labels=labels or [])
+        else:
+            entries = label_entries(kb, labels=[d.name for d, v, _ in kb.diagnoses() if v])
+        texts = [t for ts in view_texts(kb, entries, views).values() for t in ts]
+        if shard is not None:
+            typer.echo(_embed_shard(embedder, texts, shard, shard_out))
+            return
+        todo = len(embedder.missing(texts))
+        bar = progress(todo, "embed", unit="text")
+        try:
+            _, summary = embedder.embed(texts, progress=lambda n, _total: bar.update(n))
+        finally:
+            bar.close()
+    typer.echo(
+        f"{summary.texts} texts ({summary.unique} distinct) for {len(entries)} labels x "
+        f"{len(views)} views: {summary.cache_hits} cache hits, {summary.embedded} embedded "
+        f"({summary.corrupt} corrupt re-embedded), {summary.texts_per_s:.1f} texts/s, "
+        f"{summary.wall_s:.2f} s; model loaded: {'yes' if summary.model_loaded else 'no'}; "
+        f"encoder {embedder.fingerprint[:12]}"
+    )
+
+
+def _embed_shard(embedder: Embedder, texts: list[str], shard: str, out: Path | None) -> str:
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise typer.BadParameter("--shard takes I/N, e.g. 0/4") from None
+    if not 0 <= index < count or out is None:
+        raise typer.BadParameter("--shard I/N needs 0 <= I < N and --shard-out FILE.npz")
+    mine = embedder.missing(texts)[index::count]
+    vectors = (
+        embedder.encoder().encode(mine, embedder.batch_size)
+        if mine
+        else np.zeros((0, 0), np.float32)
+    )
+    np.savez(
+        out,
+        texts=np.array(mine, dtype=object),
+        vectors=vectors,
+        fingerprint=embedder.fingerprint,
+        encoder=json.dumps(embedder.description),
+    )
+    return f"shard {index}/{count}: {len(mine)} texts embedded to {out}"
+
+
+def _ingest(embedder: Embedder, path: Path) -> str:
+    with np.load(path, allow_pickle=True) as shard:
+        if str(shard["fingerprint"]) != embedder.fingerprint:
+            raise typer.BadParameter(
+                f"{path} was made by encoder {str(shard['fingerprint'])[:12]}, "
+                f"not {embedder.fingerprint[:12]}: give the same encoder options"
+            )
+        texts = [str(t) for t in shard["texts"]]
+        vectors = np.asarray(shard["vectors"], dtype=np.float32)
+    if texts:
+        embedder.store(texts, vectors, vectors.shape[1])
+    return f"{path}: {len(texts)} vectors committed"
+
+
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="output file: .npy, .safetensors, .pt or .parquet")],
+    vocab: Annotated[str | None, typer.Option(help="a vocabulary's labels, in its order")] = None,
+    labels: Annotated[
+        list[str] | None, typer.Option("--labels", help="labels, in this order")
+    ] = None,
+    view: Annotated[list[str] | None, typer.Option(help="view(s); several are averaged")] = None,
+    model: ModelOption = None,
+    backend: BackendOption = "sentence-transformers",
+    pooling: PoolingOption = None,
+    max_length: MaxLengthOption = None,
+    normalize: NormalizeOption = True,
+    dtype: DtypeOption = "auto",
+    device: DeviceOption = None,
+    batch_size: BatchOption = 64,
+    embed_missing: Annotated[
+        bool, typer.Option("--embed/--no-embed", help="embed missing texts first")
+    ] = True,
+) -> None:
+    """Export the label-vector matrix with a JSON sidecar (labels, codes, encoder, view)."""
+    if (vocab is None) == (not labels):
+        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    spec = encoder_spec(model, backend, pooling, max_length, normalize, dtype)
+    with open_kb(ctx, read_only=not embed_missing) as kb:
+        embedder = Embedder(kb, spec, device=device, batch_size=batch_size)
+        entries = label_entries(kb, vocab=vocab, labels=labels or [])
+        matrix = label_matrix(embedder, entries, view or ["full"], embed_missing=embed_missing)
+    sidecar = write_label_matrix(matrix, out)
+    embedded = sum(s.embedded for s in matrix.summaries)
+    typer.echo(
+        f"wrote {matrix.vectors.shape[0]} x {matrix.dim} label matrix to {out} "
+        f"(sidecar {sidecar}; {embedded} texts embedded first)"
+    )
