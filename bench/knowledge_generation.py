@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kb_store.store import KnowledgeBase
 from knowledge.generate import GenerationSummary, generate_knowledge
 from knowledge.llm import KnowledgeClient, LLMSettings
-from tests.support.openai_server import LoopbackOpenAI
 
 
 async def _generate(
