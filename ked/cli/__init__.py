@@ -8,11 +8,19 @@ from typing import Annotated
 
 import typer
 
+from encoders.ecg import ECGReadError
 from encoders.text import MissingKnowledgeError, ModelNotFoundError, NotEmbeddedError
+from encoders.training import CheckpointError
 from kb_store.connection import KnowledgeBaseError
 from kb_store.embeddings import EncoderMismatchError
 from kb_store.jsonl import ImportFileError
-from ked.cli import embed_commands, kb_commands, knowledge_commands, vocab_commands
+from ked.cli import (
+    embed_commands,
+    kb_commands,
+    knowledge_commands,
+    train_commands,
+    vocab_commands,
+)
 from ked.cli.common import CliState
 from ked.config import ProviderNotConfiguredError
 from knowledge.curated import PackError
@@ -28,6 +36,7 @@ app.add_typer(kb_commands.app, name="kb")
 app.add_typer(vocab_commands.app, name="vocab")
 app.command("embed")(embed_commands.embed)
 app.command("export")(embed_commands.export)
+app.command("pretrain")(train_commands.pretrain_command)
 
 # Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -39,6 +48,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     NotEmbeddedError,
     ModelNotFoundError,
     EncoderMismatchError,
+    ECGReadError,
+    CheckpointError,
     KeyError,
     FileNotFoundError,
 )

@@ -1,0 +1,85 @@
+"""The ked model: an ECG encoder aligned with cached label vectors.
+
+ECG -> encoder features (B, C_ecg, T') -> mean over time -> projection into the label-vector
+space (B, D). Label vectors (C, D) come from the embedding cache, optionally through a
+trainable adapter; the text encoder never runs here. The default head scores each pair by a
+scaled cosine plus a bias; the label-query decoder is an option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from encoders.models.heads import CosineScoringHead, LabelAdapter, Projection
+from encoders.models.query_decoder import LabelQueryDecoder
+from encoders.models.registry import create_ecg_encoder
+
+Head = Literal["cosine", "decoder"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the model; stored in every checkpoint."""
+
+    encoder: str = "xresnet1d101"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    text_dim: int = 384
+    projection_hidden: int | None = None
+    adapter: bool = False
+    head: Head = "cosine"
+    decoder_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(**data)
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B, C)
+    ecg_embeddings: torch.Tensor  # (B, D), projected, not normalised
+    label_embeddings: torch.Tensor  # (C, D), after the adapter
+
+
+class KedModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = create_ecg_encoder(config.encoder, **config.encoder_kwargs)
+        width = int(self.encoder.out_channels)
+        self.projection = Projection(width, config.text_dim, config.projection_hidden)
+        self.adapter = LabelAdapter(config.text_dim, enabled=config.adapter)
+        self.head = CosineScoringHead() if config.head == "cosine" else None
+        self.decoder = (
+            LabelQueryDecoder(label_dim=config.text_dim, ecg_dim=width, **config.decoder_kwargs)
+            if config.head == "decoder"
+            else None
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder features (B, C_ecg, T') of ECG windows (B, 12, T)."""
+        return self.encoder(x)  # type: ignore[no-any-return]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One projected vector per recording (B, D)."""
+        return self.projection(self.encoder.pool(self.features(x)))  # type: ignore[no-any-return]
+
+    def forward(self, x: torch.Tensor, label_vectors: torch.Tensor) -> ModelOutput:
+        """Logits of every label for every recording, and the embeddings behind them."""
+        features = self.features(x)
+        ecg = self.projection(self.encoder.pool(features))
+        labels = self.adapter(label_vectors)
+        if self.decoder is not None:
+            pair = self.decoder(labels, features.transpose(1, 2))
+            logits = pair[..., 1] - pair[..., 0]  # sigmoid(l1 - l0) == softmax(l)[..., 1]
+        else:
+            assert self.head is not None
+            logits = self.head(ecg, labels)
+        return ModelOutput(logits, ecg, labels)

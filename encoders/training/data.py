@@ -1,0 +1,95 @@
+"""From a dataset spec and a label set to train/val datasets with knowledge-base targets."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from encoders.ecg import ECGDataset, Manifest, Preprocessing
+from encoders.text.labels import LabelEntry
+from kb_store.store import KnowledgeBase
+from knowledge.names import normalize_name
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where ked keeps manifests and prepared-signal caches (``KED_CACHE``, ~/.cache/ked)."""
+    return Path(os.environ.get("KED_CACHE") or Path.home() / ".cache" / "ked").expanduser()
+
+
+def open_manifest(spec: str, *, rescan: bool = False, split_seed: int = 0) -> Manifest:
+    """The dataset's manifest, scanned once and reused, with train/val/test splits."""
+    key = hashlib.sha256(_spec_identity(spec).encode()).hexdigest()[:16]
+    path = cache_dir() / "manifests" / f"{key}.parquet"
+    if rescan and path.exists():
+        path.unlink()
+    manifest = Manifest.open(spec, path)
+    bad = len(manifest.errors)
+    if bad:
+        log.warning(
+            "%d unreadable records in %s are skipped (see the manifest %s)", bad, spec, path
+        )
+    return manifest.ok.with_splits(seed=split_seed)
+
+
+def _spec_identity(spec: str) -> str:
+    kind, sep, rest = spec.partition(":")
+    target = rest if sep and not Path(spec).exists() else spec
+    resolved = str(Path(target).expanduser().resolve()) if target != "sample" else "sample"
+    return f"{kind if sep else ''}:{resolved}"
+
+
+def target_labels(
+    kb: KnowledgeBase, entries: Sequence[LabelEntry], record_labels: Iterable[str]
+) -> dict[str, str]:
+    """Map each record label string to the target label it counts for.
+
+    A record label that is literally one of the targets' queries (``SNOMED:713427006``) maps to
+    that target; otherwise it maps to the first target naming the same diagnosis.
+    """
+    by_query = {normalize_name(e.query): e.label for e in entries}
+    by_diagnosis: dict[int, str] = {}
+    for entry in entries:
+        if entry.diagnosis_id is not None:
+            by_diagnosis.setdefault(entry.diagnosis_id, entry.label)
+    distinct = sorted(set(record_labels))
+    resolved = kb.resolve_many(distinct)
+    mapping = {}
+    for label in distinct:
+        if normalize_name(label) in by_query:
+            mapping[label] = by_query[normalize_name(label)]
+        elif (diagnosis := resolved[label]) is not None and diagnosis.id in by_diagnosis:
+            mapping[label] = by_diagnosis[diagnosis.id]
+    return mapping
+
+
+def record_label_strings(manifest: Manifest) -> set[str]:
+    return {label for labels in manifest.table["labels"] for label in labels}
+
+
+def datasets(
+    manifest: Manifest,
+    labels: Sequence[str],
+    mapping: dict[str, str],
+    preprocessing: Preprocessing,
+    *,
+    splits: Sequence[str] = ("train", "val"),
+) -> dict[str, ECGDataset]:
+    """One dataset per split; training crops at random, evaluation from the start."""
+    out = {}
+    for split in splits:
+        part = manifest.split(split)
+        if len(part) == 0:
+            raise ValueError(f"the {split} split is empty")
+        crop = preprocessing if split == "train" else _deterministic(preprocessing)
+        out[split] = ECGDataset(part, crop, labels, mapping.get, cache="memory")
+    return out
+
+
+def _deterministic(preprocessing: Preprocessing) -> Preprocessing:
+    return replace(preprocessing, crop="start") if preprocessing.crop == "random" else preprocessing

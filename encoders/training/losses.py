@@ -1,0 +1,83 @@
+"""Multi-label, multi-positive alignment between ECG embeddings and label vectors.
+
+- Per-label sigmoid: binary cross-entropy on each (recording, label) logit, as multi-label
+  targets need (several diagnoses per recording, many absent).
+- UniCL-style contrastive term on temperature-scaled cosines between recordings and labels,
+  in both directions: each recording's positives are its labels, and each label's positives
+  are every recording in the batch that has it, so recordings sharing a label are positives
+  together. Vectorised; under DDP the recordings of all ranks take part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    bce: float = 1.0
+    contrastive: float = 1.0
+    temperature: float = 0.1
+
+
+def _multi_positive_ce(logits: torch.Tensor, targets: torch.Tensor, dim: int) -> torch.Tensor:
+    """Cross-entropy against the uniform distribution over positives, along ``dim``."""
+    positives = targets.sum(dim)
+    has_positive = positives > 0
+    if not has_positive.any():
+        return logits.sum() * 0.0
+    log_probs = F.log_softmax(logits, dim=dim)
+    per_item = -(targets * log_probs).sum(dim) / positives.clamp(min=1)
+    return per_item[has_positive].mean()
+
+
+def contrastive_loss(
+    ecg: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Symmetric multi-positive contrastive loss between recordings (B, D) and labels (C, D)."""
+    logits = F.normalize(ecg, dim=-1) @ F.normalize(labels, dim=-1).T / temperature
+    to_labels = _multi_positive_ce(logits, targets, dim=1)
+    to_recordings = _multi_positive_ce(logits, targets, dim=0)
+    return (to_labels + to_recordings) / 2
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor over DDP ranks, keeping this rank's gradient (open_clip style)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    gathered = [torch.zeros_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor.contiguous())
+    gathered[dist.get_rank()] = tensor
+    return torch.cat(gathered)
+
+
+class AlignmentLoss(torch.nn.Module):
+    def __init__(self, weights: LossWeights = LossWeights()) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        ecg: torch.Tensor,
+        labels: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss", "bce", "contrastive"}`` for one batch."""
+        bce = F.binary_cross_entropy_with_logits(logits.float(), targets)
+        contrastive = (
+            contrastive_loss(
+                gather_with_grad(ecg.float()),
+                labels.float(),
+                gather_with_grad(targets),
+                self.weights.temperature,
+            )
+            if self.weights.contrastive > 0
+            else bce.new_zeros(())
+        )
+        loss = self.weights.bce * bce + self.weights.contrastive * contrastive
+        return {"loss": loss, "bce": bce.detach(), "contrastive": contrastive.detach()}

@@ -1,0 +1,128 @@
+"""``ked pretrain``: train an ECG encoder against cached label vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from encoders.ecg import Preprocessing
+from encoders.models.ked_model import ModelConfig
+from encoders.training import LossWeights, PretrainConfig, StepInfo, pretrain
+from ked.cli.common import progress, settings
+from ked.cli.embed_commands import (
+    BackendOption,
+    DtypeOption,
+    MaxLengthOption,
+    ModelOption,
+    NormalizeOption,
+    PoolingOption,
+    encoder_spec,
+)
+
+
+def pretrain_command(
+    ctx: typer.Context,
+    data: Annotated[
+        str,
+        typer.Option(help="dataset spec, e.g. ptbxl-array:/data/ptbxl_sample, a path, or 'sample'"),
+    ],
+    out: Annotated[Path, typer.Option(help="run folder (checkpoints, metrics.jsonl)")],
+    vocab: Annotated[str | None, typer.Option(help="label vocabulary")] = None,
+    labels: Annotated[
+        list[str] | None, typer.Option("--labels", help="labels instead of a vocabulary")
+    ] = None,
+    holdout: Annotated[
+        list[str] | None, typer.Option(help="labels kept out of pretraining (for zero-shot tests)")
+    ] = None,
+    view: Annotated[
+        list[str] | None, typer.Option(help="knowledge view(s) of the label vectors (default full)")
+    ] = None,
+    encoder: Annotated[
+        str, typer.Option(help="ECG encoder, e.g. xresnet1d101, xresnet1d_small")
+    ] = "xresnet1d101",
+    head: Annotated[str, typer.Option(help="cosine or decoder")] = "cosine",
+    adapter: Annotated[
+        bool, typer.Option(help="train an MLP adapter on the label vectors")
+    ] = False,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    weight_decay: Annotated[float, typer.Option()] = 0.02,
+    warmup_epochs: Annotated[float, typer.Option()] = 1.0,
+    bce_weight: Annotated[float, typer.Option(help="weight of the per-label sigmoid loss")] = 1.0,
+    contrastive_weight: Annotated[float, typer.Option(help="weight of the contrastive loss")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="contrastive temperature")] = 0.1,
+    workers: Annotated[int, typer.Option(min=0, help="data-loader worker processes")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option(help="cuda, cpu (default: best available)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the run folder's last.pt")] = False,
+    max_steps_per_epoch: Annotated[
+        int | None, typer.Option(help="cap steps per epoch (smoke tests)")
+    ] = None,
+    text_model: ModelOption = None,
+    text_backend: BackendOption = "sentence-transformers",
+    text_pooling: PoolingOption = None,
+    text_max_length: MaxLengthOption = None,
+    text_normalize: NormalizeOption = True,
+    text_dtype: DtypeOption = "auto",
+) -> None:
+    """Pretrain an ECG encoder against label vectors from the cache (embedded if missing).
+
+    Multi-GPU or multi-node: launch with torchrun, e.g.
+    ``torchrun --nproc_per_node 4 -m ked pretrain ...``.
+    """
+    if (vocab is None) == (not labels):
+        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    if head not in ("cosine", "decoder"):
+        raise typer.BadParameter("--head is cosine or decoder")
+    config = PretrainConfig(
+        data=data,
+        out=out,
+        db=settings(ctx).db,
+        vocab=vocab,
+        labels=tuple(labels or ()),
+        holdout=tuple(holdout or ()),
+        views=tuple(view or ("full",)),
+        text=encoder_spec(
+            text_model, text_backend, text_pooling, text_max_length, text_normalize, text_dtype
+        ),
+        model=ModelConfig(encoder=encoder, head=head, adapter=adapter),  # type: ignore[arg-type]
+        preprocessing=Preprocessing(crop="random"),
+        loss=LossWeights(bce_weight, contrastive_weight, temperature),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        seed=seed,
+        workers=workers,
+        device=device,
+        resume=resume,
+        max_steps_per_epoch=max_steps_per_epoch,
+    )
+    bar = progress(0, "pretrain", unit="step")
+
+    def on_step(info: StepInfo) -> None:
+        if info.step == 1:
+            bar.reset(total=info.steps)
+        bar.set_description(f"epoch {info.epoch + 1}/{epochs}")
+        bar.set_postfix(loss=f"{info.loss:.3f}", rec_s=f"{info.records_per_s:.0f}")
+        bar.update(1)
+
+    try:
+        result = pretrain(config, on_step=on_step)
+    finally:
+        bar.close()
+    for record in result.history:
+        typer.echo(
+            f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
+            f"val macro AUROC {record['val_macro_auroc']:.4f} "
+            f"({record['val_labels_defined']} labels)"
+        )
+    typer.echo(
+        f"best epoch {result.best_epoch} (val macro AUROC {result.best_val_auroc:.4f}); "
+        f"{len(result.train_labels)} training labels, {len(result.held_out)} held out; "
+        f"checkpoint {out / 'best.safetensors'}"
+    )
