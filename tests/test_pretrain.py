@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from encoders.models.ked_model import KedModel, ModelConfig
-from encoders.training import PretrainConfig, load_checkpoint, pretrain
+from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pretrain
 from encoders.training.data import datasets, open_manifest, record_label_strings, target_labels
 from encoders.training.validation import macro_auroc, predict
 from kb_store.store import KnowledgeBase
@@ -41,9 +41,7 @@ def config(pack_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pr
         vocab="ptbxl",
         views=("name",),
         model=ModelConfig(encoder="xresnet1d_small"),
-        epochs=1,
-        batch_size=32,
-        max_steps_per_epoch=4,
+        loop=LoopSettings(epochs=1, batch_size=32, max_steps_per_epoch=4),
     )
 
 
@@ -60,7 +58,10 @@ def test_packaged_sample_trains_and_checkpoint_reloads_to_identical_outputs(
     # the same weights from the resume state give identical outputs
     state = torch.load(config.out / "last.pt", weights_only=True)
     fresh = KedModel(checkpoint.model.config)
-    fresh.load_state_dict(state["model"])
+    weights = {
+        k.removeprefix("model."): v for k, v in state["model"].items() if k != "bank.vectors"
+    }
+    fresh.load_state_dict(weights)
     fresh.eval()
     x = torch.randn(3, 12, 1000)
     with torch.inference_mode():
@@ -81,7 +82,7 @@ def test_packaged_sample_trains_and_checkpoint_reloads_to_identical_outputs(
 
 def test_resume_continues_after_the_last_epoch(config: PretrainConfig) -> None:
     pretrain(config)
-    resumed = pretrain(replace(config, epochs=2, resume=True))
+    resumed = pretrain(replace(config, loop=replace(config.loop, epochs=2), resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert len((config.out / "metrics.jsonl").read_text().splitlines()) == 2
 
@@ -96,8 +97,7 @@ def test_training_loss_falls_on_the_shared_ptbxl_sample(
             config,
             data=f"ptbxl-array:{shared_data / 'ptbxl_sample'}",
             views=("full",),
-            epochs=3,
-            max_steps_per_epoch=None,
+            loop=LoopSettings(epochs=3, batch_size=32),
         )
     )
     losses = [h["train_loss"] for h in result.history]
@@ -119,4 +119,4 @@ def test_two_process_gloo_ddp_run(config: PretrainConfig) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "best epoch 1" in result.stdout
     assert len((config.out / "metrics.jsonl").read_text().splitlines()) == 1
-    assert load_checkpoint(config.out).config["training"]["batch_size"] == 16
+    assert load_checkpoint(config.out).config["training"]["loop"]["batch_size"] == 16

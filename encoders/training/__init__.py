@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from encoders.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from encoders.training.loop import LoopSettings, StepInfo
 from encoders.training.losses import AlignmentLoss, LossWeights
-from encoders.training.pretrain import PretrainConfig, PretrainResult, StepInfo, pretrain
+from encoders.training.pretrain import PretrainConfig, PretrainResult, pretrain
 
 __all__ = [
     "AlignmentLoss",
     "Checkpoint",
     "CheckpointError",
+    "LoopSettings",
     "LossWeights",
     "PretrainConfig",
     "PretrainResult",

@@ -9,7 +9,7 @@ import typer
 
 from encoders.ecg import Preprocessing
 from encoders.models.ked_model import ModelConfig
-from encoders.training import LossWeights, PretrainConfig, StepInfo, pretrain
+from encoders.training import LoopSettings, LossWeights, PretrainConfig, StepInfo, pretrain
 from ked.cli.common import progress, settings
 from ked.cli.embed_commands import (
     BackendOption,
@@ -90,17 +90,19 @@ def pretrain_command(
         ),
         model=ModelConfig(encoder=encoder, head=head, adapter=adapter),  # type: ignore[arg-type]
         preprocessing=Preprocessing(crop="random"),
-        loss=LossWeights(bce_weight, contrastive_weight, temperature),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs,
-        seed=seed,
-        workers=workers,
+        loop=LoopSettings(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+            seed=seed,
+            workers=workers,
+            max_steps_per_epoch=max_steps_per_epoch,
+            loss=LossWeights(bce_weight, contrastive_weight, temperature),
+        ),
         device=device,
         resume=resume,
-        max_steps_per_epoch=max_steps_per_epoch,
     )
     bar = progress(0, "pretrain", unit="step")
 

@@ -1,0 +1,264 @@
+"""The training loop shared by pretraining and fine-tuning.
+
+AdamW with a warm-up then cosine schedule, gradient clipping, mixed precision on GPU, DDP
+when a process group is up. After every epoch rank 0 scores the validation set; the epoch
+with the best validation macro AUROC is kept as ``best.safetensors`` (selection on
+validation only), ``last.pt`` holds what ``resume`` needs, and ``metrics.jsonl`` one line
+per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from encoders.ecg import Preprocessing
+from encoders.models.ked_model import KedModel, ModelOutput
+from encoders.text.labels import LabelEntry
+from encoders.training.checkpoint import save_checkpoint
+from encoders.training.losses import AlignmentLoss, LossWeights
+from encoders.training.validation import macro_auroc, predict
+
+log = logging.getLogger(__name__)
+
+ECGData = Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.02
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    workers: int = 0
+    amp: bool = True
+    max_steps_per_epoch: int | None = None
+    loss: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass
+class StepInfo:
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    records_per_s: float
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_auroc: float
+    history: list[dict[str, Any]]
+
+
+class LabelBank(nn.Module):
+    """The label vectors a model is trained against: fixed (pretraining) or learnable."""
+
+    def __init__(self, vectors: torch.Tensor, *, trainable: bool = False) -> None:
+        super().__init__()
+        self.vectors = nn.Parameter(vectors.detach().clone().float(), requires_grad=trainable)
+
+    def forward(self) -> torch.Tensor:
+        return self.vectors
+
+
+class Aligned(nn.Module):
+    """Model and label bank as one module, so DDP synchronises both."""
+
+    def __init__(self, model: KedModel, bank: LabelBank) -> None:
+        super().__init__()
+        self.model = model
+        self.bank = bank
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        return self.model(x, self.bank())  # type: ignore[no-any-return]
+
+
+@dataclass
+class Run:
+    """Where and how a run is saved."""
+
+    out: Path
+    entries: list[LabelEntry]
+    preprocessing: Preprocessing
+    extra: dict[str, Any]
+    resume: bool = False
+
+
+def fit(
+    model: KedModel,
+    bank: LabelBank,
+    train: ECGData,
+    val: ECGData,
+    settings: LoopSettings,
+    run: Run,
+    *,
+    device: torch.device,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> FitResult:
+    """Train ``model`` (and a learnable ``bank``) with per-epoch validation and checkpoints."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    aligned = Aligned(model, bank).to(device)
+    sampler = DistributedSampler(train, world, rank, seed=settings.seed) if world > 1 else None
+    loader = DataLoader(
+        train,
+        batch_size=settings.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=settings.workers,
+        drop_last=len(train) > settings.batch_size * world,  # type: ignore[arg-type]
+        generator=torch.Generator().manual_seed(settings.seed),
+    )
+    steps = len(loader)
+    if settings.max_steps_per_epoch is not None:
+        steps = min(steps, settings.max_steps_per_epoch)
+    params = [p for p in aligned.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = _warmup_cosine(
+        optimizer, steps * settings.epochs, round(steps * settings.warmup_epochs)
+    )
+    loss_fn = AlignmentLoss(settings.loss)
+    autocast, scaler = _mixed_precision(device, settings.amp)
+    state = _resume(run.out / "last.pt", aligned, optimizer, scheduler) if run.resume else {}
+    best = {"epoch": state.get("best_epoch", -1), "auroc": state.get("best_auroc", -math.inf)}
+    history: list[dict[str, Any]] = list(state.get("history", []))
+    trained = DistributedDataParallel(aligned) if world > 1 else aligned
+    for epoch in range(state.get("epoch", 0), settings.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        trained.train()
+        started, seen, losses = time.perf_counter(), 0, []
+        for step, (x, _mask, targets) in enumerate(loader):
+            if step >= steps:
+                break
+            x, targets = x.to(device), targets.to(device)
+            with autocast():
+                out = trained(x)
+                terms = loss_fn(out.logits, out.ecg_embeddings, out.label_embeddings, targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms["loss"]).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            seen += len(x) * world
+            losses.append(float(terms["loss"].detach()))
+            if on_step and rank == 0:
+                rate = seen / (time.perf_counter() - started)
+                on_step(StepInfo(epoch, step + 1, steps, losses[-1], rate))
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": scheduler.get_last_lr()[0],
+            "train_records_per_s": seen / (time.perf_counter() - started),
+        }
+        if rank == 0:
+            vectors = bank().detach()
+            scores, targets = predict(model, val, vectors, settings.batch_size, device)
+            record["val_macro_auroc"], record["val_labels_defined"] = macro_auroc(scores, targets)
+            history.append(record)
+            _append_jsonl(run.out / "metrics.jsonl", record)
+            log.info("epoch %d: %s", epoch + 1, record)
+            if record["val_macro_auroc"] > best["auroc"]:
+                best = {"epoch": epoch + 1, "auroc": record["val_macro_auroc"]}
+                save_checkpoint(
+                    run.out / "best.safetensors",
+                    model,
+                    vectors.cpu(),
+                    run.entries,
+                    run.preprocessing,
+                    {**run.extra, "epoch": epoch + 1, "val": record},
+                )
+            _save_state(
+                run.out / "last.pt", aligned, optimizer, scheduler, epoch + 1, best, history
+            )
+        if world > 1:
+            dist.barrier()
+    return FitResult(best["epoch"], best["auroc"], history)
+
+
+def _warmup_cosine(
+    optimizer: torch.optim.Optimizer, total: int, warmup: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _mixed_precision(device: torch.device, enabled: bool) -> tuple[Any, torch.amp.GradScaler]:
+    if not enabled or device.type != "cuda":
+        return nullcontext, torch.amp.GradScaler("cpu", enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+def _save_state(
+    path: Path,
+    aligned: Aligned,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    epoch: int,
+    best: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> None:
+    state = {
+        "model": aligned.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "best_epoch": best["epoch"],
+        "best_auroc": best["auroc"],
+        "history": history,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _resume(
+    path: Path,
+    aligned: Aligned,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+) -> dict[str, Any]:
+    if not path.is_file():
+        log.warning("nothing to resume in %s; starting from scratch", path.parent)
+        return {}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    aligned.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resuming %s after epoch %d", path.parent, state["epoch"])
+    return dict(state)
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
