@@ -86,10 +86,11 @@ def datasets(
         part = manifest.split(split)
         if len(part) == 0:
             raise ValueError(f"the {split} split is empty")
-        crop = preprocessing if split == "train" else _deterministic(preprocessing)
+        crop = preprocessing if split == "train" else evaluation_preprocessing(preprocessing)
         out[split] = ECGDataset(part, crop, labels, mapping.get, cache="memory")
     return out
 
 
-def _deterministic(preprocessing: Preprocessing) -> Preprocessing:
+def evaluation_preprocessing(preprocessing: Preprocessing) -> Preprocessing:
+    """The same pipeline with a deterministic crop (from the start) for scoring."""
     return replace(preprocessing, crop="start") if preprocessing.crop == "random" else preprocessing

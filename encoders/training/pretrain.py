@@ -103,15 +103,27 @@ def pretrain(
     )
     bank = LabelBank(torch.from_numpy(setup.vectors))
     try:
-        result = fit(model, bank, data["train"], data["val"], config.loop, run, device=device,
-                     on_step=on_step)  # fmt: skip
+        result = fit(
+            model,
+            bank,
+            data["train"],
+            data["val"],
+            config.loop,
+            run,
+            device=device,
+            on_step=on_step,
+        )
     finally:
         if world > 1:
             dist.destroy_process_group()
     return PretrainResult(
-        config.out, result.best_epoch, result.best_val_auroc, labels, setup.held_out,
+        config.out,
+        result.best_epoch,
+        result.best_val_auroc,
+        labels,
+        setup.held_out,
         result.history,
-    )  # fmt: skip
+    )
 
 
 def _prepare(config: PretrainConfig, record_labels: set[str]) -> _Setup:
@@ -136,8 +148,12 @@ def _prepare(config: PretrainConfig, record_labels: set[str]) -> _Setup:
         if not train_entries:
             raise ValueError("no label of the label set occurs in the data")
         dropped = len(candidates) - len(train_entries)
-        log.info("%d training labels (%d without examples in the data left out, %d held out)",
-                 len(train_entries), dropped, len(held))  # fmt: skip
+        log.info(
+            "%d training labels (%d without examples in the data left out, %d held out)",
+            len(train_entries),
+            dropped,
+            len(held),
+        )
         embedder = Embedder(kb, config.text, device=config.device)
         matrix = label_matrix(embedder, train_entries, list(config.views))
         held_out = [e.label for e in entries if e.diagnosis_id in held]

@@ -16,6 +16,7 @@ from kb_store.embeddings import EncoderMismatchError
 from kb_store.jsonl import ImportFileError
 from ked.cli import (
     embed_commands,
+    inference_commands,
     kb_commands,
     knowledge_commands,
     train_commands,
@@ -37,6 +38,9 @@ app.add_typer(vocab_commands.app, name="vocab")
 app.command("embed")(embed_commands.embed)
 app.command("export")(embed_commands.export)
 app.command("pretrain")(train_commands.pretrain_command)
+app.command("finetune")(train_commands.finetune_command)
+app.command("zeroshot")(inference_commands.zeroshot)
+app.command("encode")(inference_commands.encode)
 
 # Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from tqdm import tqdm
 
 from encoders.ecg import Preprocessing
 from encoders.models.ked_model import ModelConfig
 from encoders.training import LoopSettings, LossWeights, PretrainConfig, StepInfo, pretrain
+from encoders.training.finetune import FinetuneConfig, finetune
 from ked.cli.common import progress, settings
 from ked.cli.embed_commands import (
     BackendOption,
@@ -105,16 +108,8 @@ def pretrain_command(
         resume=resume,
     )
     bar = progress(0, "pretrain", unit="step")
-
-    def on_step(info: StepInfo) -> None:
-        if info.step == 1:
-            bar.reset(total=info.steps)
-        bar.set_description(f"epoch {info.epoch + 1}/{epochs}")
-        bar.set_postfix(loss=f"{info.loss:.3f}", rec_s=f"{info.records_per_s:.0f}")
-        bar.update(1)
-
     try:
-        result = pretrain(config, on_step=on_step)
+        result = pretrain(config, on_step=_bar_updater(bar, epochs))
     finally:
         bar.close()
     for record in result.history:
@@ -127,4 +122,70 @@ def pretrain_command(
         f"best epoch {result.best_epoch} (val macro AUROC {result.best_val_auroc:.4f}); "
         f"{len(result.train_labels)} training labels, {len(result.held_out)} held out; "
         f"checkpoint {out / 'best.safetensors'}"
+    )
+
+
+def _bar_updater(bar: tqdm, epochs: int) -> Callable[[StepInfo], None]:
+    def on_step(info: StepInfo) -> None:
+        if info.step == 1:
+            bar.reset(total=info.steps)
+        bar.set_description(f"epoch {info.epoch + 1}/{epochs}")
+        bar.set_postfix(loss=f"{info.loss:.3f}", rec_s=f"{info.records_per_s:.0f}")
+        bar.update(1)
+
+    return on_step
+
+
+def finetune_command(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Option(help="pretrained run folder or checkpoint")],
+    data: Annotated[str, typer.Option(help="dataset spec")],
+    out: Annotated[Path, typer.Option(help="run folder for the adapted model")],
+    vocab: Annotated[str | None, typer.Option(help="label vocabulary")] = None,
+    labels: Annotated[
+        list[str] | None, typer.Option("--labels", help="labels instead of a vocabulary")
+    ] = None,
+    view: Annotated[
+        list[str] | None, typer.Option(help="views (default: the checkpoint's)")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="linear (label head only) or full")] = "linear",
+    fraction: Annotated[
+        float, typer.Option(help="share of the training split to use, e.g. 0.01")
+    ] = 1.0,
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Few-shot: adapt a checkpoint with a fraction of the training labels."""
+    if (vocab is None) == (not labels):
+        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    if mode not in ("linear", "full"):
+        raise typer.BadParameter("--mode is linear or full")
+    config = FinetuneConfig(
+        checkpoint=checkpoint,
+        data=data,
+        out=out,
+        db=settings(ctx).db,
+        vocab=vocab,
+        labels=tuple(labels or ()),
+        views=tuple(view) if view else None,
+        mode=mode,  # type: ignore[arg-type]
+        fraction=fraction,
+        loop=LoopSettings(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, warmup_epochs=0.0
+        ),
+        device=device,
+    )
+    bar = progress(0, "finetune", unit="step")
+    try:
+        result = finetune(config, on_step=_bar_updater(bar, epochs))
+    finally:
+        bar.close()
+    typer.echo(
+        f"{mode} on {result.train_records} records ({fraction:.0%} of train): best epoch "
+        f"{result.best_epoch} (selection AUROC {result.best_val_auroc:.4f}); "
+        f"{result.eval_split} macro AUROC {result.eval_auroc:.4f} "
+        f"(zero-shot {result.zero_shot_eval_auroc:.4f}); checkpoint {out / 'best.safetensors'}"
     )

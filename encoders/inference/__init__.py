@@ -1,0 +1,1 @@
+"""Using a trained model: zero-shot diagnosis and recording embeddings."""

@@ -1,0 +1,219 @@
+"""Zero-shot diagnosis: score recordings against any diagnosis written in words.
+
+Each label resolves to a diagnosis in the knowledge base; a label without knowledge gets it
+from the configured LLM, or falls back to its bare name with a warning. Label vectors come
+from the cache with the checkpoint's own text encoder: a different fingerprint is an error,
+never a silent mix of vector spaces. Several views can be ensembled by averaging their
+vectors or their scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from encoders.ecg import ECGDataset, ECGRecord
+from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
+from encoders.training.checkpoint import Checkpoint
+from encoders.training.data import evaluation_preprocessing
+from encoders.training.validation import predict
+from kb_store.embeddings import EncoderMismatchError
+from kb_store.store import KnowledgeBase
+from knowledge.generate import generate_knowledge
+from knowledge.leads import STANDARD_LEADS
+from knowledge.llm import KnowledgeClient, LLMSettings
+from knowledge.views import check_view
+
+log = logging.getLogger(__name__)
+
+Ensemble = Literal["vectors", "scores"]
+LLMProvider = tuple[LLMSettings, str | None]  # settings and API key
+
+
+def text_spec(checkpoint: Checkpoint) -> EncoderSpec:
+    """The text-encoder settings a checkpoint was trained with."""
+    info = checkpoint.text_encoder
+    return EncoderSpec(
+        model=info["model"],
+        backend=info["backend"],
+        pooling=info["pooling"] if info["backend"] == "transformers" else None,
+        normalize=info["normalize"],
+        max_length=info["max_length"],
+        dtype=info["dtype"],
+    )
+
+
+@dataclass
+class LabelVectors:
+    entries: list[LabelEntry]
+    views: list[str]
+    per_view: dict[str, torch.Tensor]  # view -> (C, D)
+    fallback: list[str]  # labels scored by their bare name (no knowledge)
+
+    def combined(self) -> torch.Tensor:
+        """The mean of the per-view vectors, renormalised."""
+        mean = torch.stack(list(self.per_view.values())).mean(0)
+        return torch.nn.functional.normalize(mean, dim=-1)
+
+
+class ZeroShotClassifier:
+    """A checkpoint plus a knowledge base: ``predict(signals, labels)`` for any labels."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        kb: KnowledgeBase,
+        *,
+        llm: LLMProvider | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.kb = kb
+        self.llm = llm
+        self.device = torch.device(device or "cpu")
+        self.model = checkpoint.model.to(self.device).eval()
+        self.embedder = Embedder(kb, text_spec(checkpoint), device=device)
+        expected = checkpoint.text_encoder.get("fingerprint")
+        if expected != self.embedder.fingerprint:
+            raise EncoderMismatchError(
+                f"checkpoint {checkpoint.path} was trained with text encoder "
+                f"{str(expected)[:12]} but {checkpoint.text_encoder['model']!r} with the same "
+                f"settings gives {self.embedder.fingerprint[:12]} here (other model files?); "
+                "its vectors would not match the model's label space"
+            )
+
+    def label_vectors(
+        self,
+        *,
+        labels: Sequence[str] = (),
+        vocab: str | None = None,
+        views: Sequence[str] = ("full",),
+    ) -> LabelVectors:
+        """Vectors of each view for the labels, generating or falling back where needed."""
+        for view in views:
+            check_view(view)
+        entries = label_entries(self.kb, vocab=vocab, labels=labels)
+        entries = self._with_knowledge(entries, labels if vocab is None else [])
+        known = self.kb.current_many(e.diagnosis_id for e in entries if e.diagnosis_id)
+        fallback = [e.label for e in entries if e.diagnosis_id not in known]
+        per_view = {
+            view: label_matrix(self.embedder, entries, [view], fallback_to_name=True).tensor()
+            for view in views
+        }
+        return LabelVectors(entries, list(views), per_view, fallback)
+
+    def _with_knowledge(
+        self, entries: list[LabelEntry], free_labels: Sequence[str]
+    ) -> list[LabelEntry]:
+        """Generate knowledge for free-text labels that have none, when an LLM is configured."""
+        missing = [e.label for e in entries if e.diagnosis_id is None and e.label in free_labels]
+        if not missing:
+            return entries
+        if self.llm is None:
+            log.warning(
+                "no knowledge for %s and no LLM provider configured: scoring the bare names "
+                "(set OPENAI_BASE_URL or OPENAI_API_KEY to generate knowledge)",
+                ", ".join(missing),
+            )
+            return entries
+        settings, key = self.llm
+
+        async def run() -> None:
+            client = KnowledgeClient(settings, api_key=key)
+            try:
+                summary = await generate_knowledge(self.kb, client, missing)
+            finally:
+                await client.aclose()
+            if summary.failed:
+                log.warning("knowledge generation failed for %s", ", ".join(summary.failed))
+
+        asyncio.run(run())
+        return label_entries(self.kb, labels=[e.label for e in entries])
+
+    def scores(
+        self,
+        data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        vectors: LabelVectors,
+        ensemble: Ensemble = "vectors",
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Logits (N, C) of the dataset's recordings for the labels."""
+        if ensemble == "vectors" or len(vectors.per_view) == 1:
+            matrix = (
+                vectors.combined()
+                if len(vectors.per_view) > 1
+                else next(iter(vectors.per_view.values()))
+            )
+            return predict(self.model, data, matrix, batch_size, self.device)[0]
+        per_view = [
+            predict(self.model, data, v, batch_size, self.device)[0]
+            for v in vectors.per_view.values()
+        ]
+        return np.mean(per_view, axis=0)
+
+    def predict(
+        self,
+        signals: np.ndarray | Sequence[ECGRecord],
+        labels: Sequence[str],
+        *,
+        fs: float | None = None,
+        views: Sequence[str] = ("full",),
+        ensemble: Ensemble = "vectors",
+        record_ids: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """A tidy table (record_id, label, diagnosis, score, probability) for raw signals.
+
+        ``signals`` is an array (N, 12, T) in standard lead order sampled at ``fs`` (default:
+        the checkpoint's rate, mV or z-scored), or a sequence of :class:`ECGRecord`.
+        """
+        records = _as_records(signals, fs or self.checkpoint.preprocessing.fs, record_ids)
+        vectors = self.label_vectors(labels=labels, views=views)
+        data = ECGDataset(
+            records, evaluation_preprocessing(self.checkpoint.preprocessing), [], lambda _: None
+        )
+        logits = self.scores(data, vectors, ensemble)
+        return tidy(data.record_ids, vectors.entries, logits)
+
+
+def tidy(
+    record_ids: Sequence[str],
+    entries: Sequence[LabelEntry],
+    logits: np.ndarray,
+    targets: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per (recording, label) with the logit and its probability."""
+    n, c = logits.shape
+    table = pd.DataFrame(
+        {
+            "record_id": np.repeat(list(record_ids), c),
+            "label": [e.label for e in entries] * n,
+            "diagnosis": [e.diagnosis for e in entries] * n,
+            "score": logits.reshape(-1),
+            "probability": 1 / (1 + np.exp(-logits.reshape(-1))),
+        }
+    )
+    if targets is not None:
+        table["target"] = targets.reshape(-1).astype(int)
+    return table
+
+
+def _as_records(
+    signals: np.ndarray | Sequence[ECGRecord], fs: float, record_ids: Sequence[str] | None
+) -> list[ECGRecord]:
+    if not isinstance(signals, np.ndarray):
+        return list(signals)
+    if signals.ndim != 3 or signals.shape[1] != 12:
+        raise ValueError(f"signals must be (N, 12, T) in standard lead order, got {signals.shape}")
+    ids = list(record_ids) if record_ids is not None else [str(i) for i in range(len(signals))]
+    return [
+        ECGRecord(rid, s, fs, STANDARD_LEADS, "mV", (), None, "array", "array")
+        for rid, s in zip(ids, signals, strict=True)
+    ]

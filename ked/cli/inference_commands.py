@@ -1,0 +1,103 @@
+"""``ked zeroshot`` and ``ked encode``: use a trained checkpoint on a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from encoders.ecg import ECGDataset, Manifest
+from encoders.inference.embedding import embed_recordings, write_embeddings
+from encoders.inference.zeroshot import ZeroShotClassifier, tidy
+from encoders.training import load_checkpoint
+from encoders.training.data import (
+    evaluation_preprocessing,
+    open_manifest,
+    record_label_strings,
+    target_labels,
+)
+from ked.cli.common import open_kb, settings
+from knowledge.llm import LLMSettings
+
+SplitOption = Annotated[str, typer.Option(help="train, val, test or all")]
+
+
+def _records(data: str, split: str) -> Manifest:
+    manifest = open_manifest(data)
+    return manifest if split == "all" else manifest.split(split)
+
+
+def zeroshot(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Option(help="run folder or .safetensors checkpoint")],
+    data: Annotated[str, typer.Option(help="dataset spec")],
+    out: Annotated[Path, typer.Option(help="predictions .csv or .parquet")],
+    labels: Annotated[
+        list[str] | None, typer.Option("--labels", help="any diagnoses, in words or codes")
+    ] = None,
+    vocab: Annotated[str | None, typer.Option(help="a vocabulary instead of --labels")] = None,
+    view: Annotated[
+        list[str] | None, typer.Option(help="knowledge views (default: the checkpoint's)")
+    ] = None,
+    ensemble: Annotated[
+        str, typer.Option(help="several views: mean of 'vectors' or of 'scores'")
+    ] = "vectors",
+    split: SplitOption = "all",
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Score recordings against diagnoses written in words (zero-shot)."""
+    if (vocab is None) == (not labels):
+        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    if ensemble not in ("vectors", "scores") or out.suffix not in (".csv", ".parquet"):
+        raise typer.BadParameter("--ensemble is vectors or scores; --out is .csv or .parquet")
+    config = settings(ctx)
+    llm = (
+        (LLMSettings(model=config.llm_model, base_url=config.base_url), config.api_key)
+        if config.provider_configured
+        else None
+    )
+    model = load_checkpoint(checkpoint)
+    records = _records(data, split)
+    with open_kb(ctx) as kb:
+        classifier = ZeroShotClassifier(model, kb, llm=llm, device=device)
+        vectors = classifier.label_vectors(
+            labels=labels or [], vocab=vocab, views=view or model.views
+        )
+        mapping = target_labels(kb, vectors.entries, record_label_strings(records))
+    names = [e.label for e in vectors.entries]
+    dataset = ECGDataset(
+        records, evaluation_preprocessing(model.preprocessing), names, mapping.get, cache="memory"
+    )
+    logits = classifier.scores(dataset, vectors, ensemble)  # type: ignore[arg-type]
+    table = tidy(dataset.record_ids, vectors.entries, logits, dataset.targets)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False) if out.suffix == ".csv" else table.to_parquet(out, index=False)
+    typer.echo(f"scored {len(dataset)} recordings x {len(names)} labels -> {out}")
+    if vectors.fallback:
+        typer.echo(f"no knowledge, scored by bare name: {', '.join(vectors.fallback)}", err=True)
+
+
+def encode(
+    checkpoint: Annotated[Path, typer.Option(help="run folder or .safetensors checkpoint")],
+    data: Annotated[str, typer.Option(help="dataset spec")],
+    out: Annotated[Path, typer.Option(help="embeddings .npy (+ .json sidecar) or .parquet")],
+    space: Annotated[
+        str, typer.Option(help="projected (label space) or pooled (encoder)")
+    ] = "projected",
+    split: SplitOption = "all",
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """One vector per recording, with record ids, for downstream tasks."""
+    if space not in ("projected", "pooled"):
+        raise typer.BadParameter("--space is projected or pooled")
+    model = load_checkpoint(checkpoint)
+    records = _records(data, split)
+    dataset = ECGDataset(records, evaluation_preprocessing(model.preprocessing), [], lambda _: None)
+    vectors = embed_recordings(
+        model.model, dataset, space=space, batch_size=batch_size, device=device or "cpu"
+    )  # type: ignore[arg-type]
+    meta = {"checkpoint": str(model.path), "space": space, "data": data, "split": split}
+    write_embeddings(out, dataset.record_ids, vectors, meta)
+    typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")
