@@ -168,13 +168,17 @@ class ZeroShotClassifier:
         views: Sequence[str] = ("full",),
         ensemble: Ensemble = "vectors",
         record_ids: Sequence[str] | None = None,
+        units: str = "mV",
+        bandpass_hz: tuple[float, float] | None = None,
     ) -> pd.DataFrame:
         """A tidy table (record_id, label, diagnosis, score, probability) for raw signals.
 
         ``signals`` is an array (N, 12, T) in standard lead order sampled at ``fs`` (default:
-        the checkpoint's rate, mV or z-scored), or a sequence of :class:`ECGRecord`.
+        the checkpoint's rate) in ``units`` (``mV`` or ``z-score``), already filtered to
+        ``bandpass_hz`` if given, or a sequence of :class:`ECGRecord`.
         """
-        records = _as_records(signals, fs or self.checkpoint.preprocessing.fs, record_ids)
+        rate = fs or self.checkpoint.preprocessing.fs
+        records = _as_records(signals, rate, record_ids, units, bandpass_hz)
         vectors = self.label_vectors(labels=labels, views=views)
         data = ECGDataset(
             records, evaluation_preprocessing(self.checkpoint.preprocessing), [], lambda _: None
@@ -206,7 +210,11 @@ def tidy(
 
 
 def _as_records(
-    signals: np.ndarray | Sequence[ECGRecord], fs: float, record_ids: Sequence[str] | None
+    signals: np.ndarray | Sequence[ECGRecord],
+    fs: float,
+    record_ids: Sequence[str] | None,
+    units: str,
+    bandpass_hz: tuple[float, float] | None,
 ) -> list[ECGRecord]:
     if not isinstance(signals, np.ndarray):
         return list(signals)
@@ -214,6 +222,6 @@ def _as_records(
         raise ValueError(f"signals must be (N, 12, T) in standard lead order, got {signals.shape}")
     ids = list(record_ids) if record_ids is not None else [str(i) for i in range(len(signals))]
     return [
-        ECGRecord(rid, s, fs, STANDARD_LEADS, "mV", (), None, "array", "array")
+        ECGRecord(rid, s, fs, STANDARD_LEADS, units, (), None, "array", "array", {}, bandpass_hz)
         for rid, s in zip(ids, signals, strict=True)
     ]

@@ -91,6 +91,16 @@ class Aligned(nn.Module):
     def forward(self, x: torch.Tensor) -> ModelOutput:
         return self.model(x, self.bank())  # type: ignore[no-any-return]
 
+    def train(self, mode: bool = True) -> Aligned:
+        """Train mode, except that frozen batch-norm layers keep their running statistics."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()
+            ):
+                module.eval()
+        return self
+
 
 @dataclass
 class Run:

@@ -19,6 +19,7 @@ from ked.cli import (
     inference_commands,
     kb_commands,
     knowledge_commands,
+    labels_commands,
     train_commands,
     vocab_commands,
 )
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(knowledge_commands.app, name="knowledge")
 app.add_typer(kb_commands.app, name="kb")
 app.add_typer(vocab_commands.app, name="vocab")
+app.add_typer(labels_commands.app, name="labels")
 app.command("embed")(embed_commands.embed)
 app.command("export")(embed_commands.export)
 app.command("pretrain")(train_commands.pretrain_command)

@@ -134,6 +134,8 @@ def similarity(
     with open_kb(ctx, read_only=not embed_missing) as kb:
         embedder = Embedder(kb, spec, device=device, batch_size=batch_size)
         entries = label_entries(kb, vocab=vocab, labels=labels or [])
+        if len(entries) < 2:
+            raise typer.BadParameter("compare at least two labels")
         spaces = {
             v: LabelSpace.from_matrix(
                 label_matrix(embedder, entries, v.split("+"), embed_missing=embed_missing), v
