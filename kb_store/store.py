@@ -280,12 +280,21 @@ class KnowledgeBase:
             "source, provider, model, prompt_sha256, params, raw_response, pack_version, run_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                diagnosis.id, version, SCHEMA_VERSION, record.model_dump_json(), digest,
-                provenance.source, provenance.provider, provenance.model,
-                provenance.prompt_sha256, json.dumps(provenance.params, sort_keys=True),
-                provenance.raw_response, provenance.pack_version, run_id,
+                diagnosis.id,
+                version,
+                SCHEMA_VERSION,
+                record.model_dump_json(),
+                digest,
+                provenance.source,
+                provenance.provider,
+                provenance.model,
+                provenance.prompt_sha256,
+                json.dumps(provenance.params, sort_keys=True),
+                provenance.raw_response,
+                provenance.pack_version,
+                run_id,
             ],
-        )  # fmt: skip
+        )
         self.con.execute(
             "UPDATE diagnoses SET category = ? WHERE id = ?", [record.category.value, diagnosis.id]
         )

@@ -234,8 +234,19 @@ def test_export_no_embed_fails_clearly_and_multi_view_is_the_normalised_mean(
 def test_cli_embed_rerun_and_sharded_workers(kb_path: Path, tmp_path: Path) -> None:
     shards = [tmp_path / f"shard{i}.npz" for i in range(2)]
     for i, shard in enumerate(shards):
-        result = ked("--db", str(kb_path), "embed", "--vocab", "ptbxl", "--view", "summary",
-                     "--shard", f"{i}/2", "--shard-out", str(shard))  # fmt: skip
+        result = ked(
+            "--db",
+            str(kb_path),
+            "embed",
+            "--vocab",
+            "ptbxl",
+            "--view",
+            "summary",
+            "--shard",
+            f"{i}/2",
+            "--shard-out",
+            str(shard),
+        )
         assert result.returncode == 0, result.stderr
     ingest = ked(
         "--db", str(kb_path), "embed", "--ingest", str(shards[0]), "--ingest", str(shards[1])

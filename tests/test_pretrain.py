@@ -108,12 +108,37 @@ def test_training_loss_falls_on_the_shared_ptbxl_sample(
 
 def test_two_process_gloo_ddp_run(config: PretrainConfig) -> None:
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", "29517", "-m", "ked", "--db", str(config.db), "pretrain",
-        "--data", "sample", "--vocab", "ptbxl", "--view", "name", "--encoder", "xresnet1d_small",
-        "--epochs", "1", "--batch-size", "16", "--max-steps-per-epoch", "3",
-        "--out", str(config.out), "--device", "cpu",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "ked",
+        "--db",
+        str(config.db),
+        "pretrain",
+        "--data",
+        "sample",
+        "--vocab",
+        "ptbxl",
+        "--view",
+        "name",
+        "--encoder",
+        "xresnet1d_small",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--max-steps-per-epoch",
+        "3",
+        "--out",
+        str(config.out),
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
