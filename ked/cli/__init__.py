@@ -43,6 +43,7 @@ app.command("pretrain")(train_commands.pretrain_command)
 app.command("finetune")(train_commands.finetune_command)
 app.command("zeroshot")(inference_commands.zeroshot)
 app.command("encode")(inference_commands.encode)
+app.command("eval")(inference_commands.eval_command)
 
 # Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (

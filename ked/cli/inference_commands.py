@@ -1,4 +1,4 @@
-"""``ked zeroshot`` and ``ked encode``: use a trained checkpoint on a dataset."""
+"""``ked zeroshot``, ``ked encode`` and ``ked eval``: use a trained checkpoint on a dataset."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 
 from encoders.ecg import ECGDataset, Manifest
+from encoders.evaluation import BootstrapSettings
 from encoders.inference.embedding import embed_recordings, write_embeddings
-from encoders.inference.zeroshot import ZeroShotClassifier, tidy
+from encoders.inference.evaluate import EvalConfig, EvalOutcome, evaluate_checkpoint
+from encoders.inference.zeroshot import LLMProvider, ZeroShotClassifier, tidy
 from encoders.training import load_checkpoint
 from encoders.training.data import (
     evaluation_preprocessing,
@@ -51,12 +53,7 @@ def zeroshot(
         raise typer.BadParameter("give exactly one of --vocab and --labels")
     if ensemble not in ("vectors", "scores") or out.suffix not in (".csv", ".parquet"):
         raise typer.BadParameter("--ensemble is vectors or scores; --out is .csv or .parquet")
-    config = settings(ctx)
-    llm = (
-        (LLMSettings(model=config.llm_model, base_url=config.base_url), config.api_key)
-        if config.provider_configured
-        else None
-    )
+    llm = _llm(ctx)
     model = load_checkpoint(checkpoint)
     records = _records(data, split)
     with open_kb(ctx) as kb:
@@ -101,3 +98,65 @@ def encode(
     meta = {"checkpoint": str(model.path), "space": space, "data": data, "split": split}
     write_embeddings(out, dataset.record_ids, vectors, meta)
     typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")
+
+
+def eval_command(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Option(help="run folder or .safetensors checkpoint")],
+    data: Annotated[str, typer.Option(help="dataset spec")],
+    out: Annotated[Path, typer.Option(help="folder for predictions, report and plots")],
+    labels: Annotated[list[str] | None, typer.Option("--labels", help="labels to evaluate")] = None,
+    vocab: Annotated[str | None, typer.Option(help="a vocabulary instead of --labels")] = None,
+    view: Annotated[
+        list[str] | None, typer.Option(help="knowledge views (default: the checkpoint's)")
+    ] = None,
+    ablation: Annotated[bool, typer.Option(help="also evaluate the bare name view")] = True,
+    split: Annotated[
+        str | None, typer.Option(help="evaluated split (default test, else val)")
+    ] = None,
+    threshold_split: Annotated[
+        str | None, typer.Option(help="split that chooses thresholds")
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Zero-shot evaluation with bootstrap intervals and the knowledge-vs-name ablation."""
+    if (vocab is None) == (not labels):
+        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    outcome = evaluate_checkpoint(
+        EvalConfig(
+            checkpoint=checkpoint,
+            data=data,
+            out=out,
+            db=settings(ctx).db,
+            vocab=vocab,
+            labels=tuple(labels or ()),
+            views=tuple(view) if view else None,
+            ablation=ablation,
+            eval_split=split,
+            threshold_split=threshold_split,
+            bootstrap=BootstrapSettings(resamples=resamples, seed=seed),
+            llm=_llm(ctx),
+            device=device,
+        )
+    )
+    echo_outcome(outcome)
+    typer.echo(f"report, predictions and plots in {out}")
+
+
+def echo_outcome(outcome: EvalOutcome) -> None:
+    """The macro AUROC table (95% bootstrap intervals) of an evaluation."""
+    typer.echo(f"zero-shot macro AUROC on the {outcome.eval_split} split, 95% bootstrap intervals")
+    width = max(len(c) for c, _, _ in outcome.summary_rows())
+    for condition, group, value in outcome.summary_rows():
+        typer.echo(f"  {condition:<{width}}  {group:<22}  {value}")
+    if outcome.flags:
+        typer.echo(f"  {len(outcome.flags)} labels flagged as close to another label in text space")
+
+
+def _llm(ctx: typer.Context) -> LLMProvider | None:
+    config = settings(ctx)
+    if not config.provider_configured:
+        return None
+    return LLMSettings(model=config.llm_model, base_url=config.base_url), config.api_key
