@@ -44,6 +44,7 @@ app.command("finetune")(train_commands.finetune_command)
 app.command("zeroshot")(inference_commands.zeroshot)
 app.command("encode")(inference_commands.encode)
 app.command("eval")(inference_commands.eval_command)
+app.command("explain")(inference_commands.explain_command)
 
 # Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (

@@ -1,16 +1,19 @@
-"""``ked zeroshot``, ``ked encode`` and ``ked eval``: use a trained checkpoint on a dataset."""
+"""``ked zeroshot``, ``encode``, ``eval`` and ``explain``: use a trained checkpoint on data."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from encoders.ecg import ECGDataset, Manifest
+from encoders.ecg import ECGDataset, Manifest, open_source
 from encoders.evaluation import BootstrapSettings
+from encoders.explain import plot_explanation
 from encoders.inference.embedding import embed_recordings, write_embeddings
 from encoders.inference.evaluate import EvalConfig, EvalOutcome, evaluate_checkpoint
+from encoders.inference.explain_recording import explain_recording
 from encoders.inference.zeroshot import LLMProvider, ZeroShotClassifier, tidy
 from encoders.training import load_checkpoint
 from encoders.training.data import (
@@ -160,3 +163,36 @@ def _llm(ctx: typer.Context) -> LLMProvider | None:
     if not config.provider_configured:
         return None
     return LLMSettings(model=config.llm_model, base_url=config.base_url), config.api_key
+
+
+def explain_command(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Option(help="run folder or .safetensors checkpoint")],
+    data: Annotated[str, typer.Option(help="dataset spec")],
+    record: Annotated[str, typer.Option(help="record id")],
+    label: Annotated[str, typer.Option(help="the diagnosis, in words or as a code")],
+    out: Annotated[Path, typer.Option(help="folder for the PNG and JSON")],
+    view: Annotated[
+        list[str] | None, typer.Option(help="knowledge views (default: the checkpoint's)")
+    ] = None,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Why a recording scores as it does for a diagnosis: criteria, leads, time regions, plot."""
+    model = load_checkpoint(checkpoint)
+    manifest = open_manifest(data)
+    rows = manifest.table.index[manifest.table["record_id"] == record]
+    if len(rows) == 0:
+        raise typer.BadParameter(f"no record {record!r} in {data}")
+    spec, ref = manifest.ref(int(rows[0]))
+    recording = open_source(spec).read(ref)
+    with open_kb(ctx) as kb:
+        classifier = ZeroShotClassifier(model, kb, llm=_llm(ctx), device=device)
+        explanation, window = explain_recording(
+            classifier, recording, label, views=view or model.views
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"explain-{record}-{''.join(c if c.isalnum() else '-' for c in label)}"
+    plot_explanation(explanation, window, stem.with_suffix(".png"))
+    stem.with_suffix(".json").write_text(json.dumps(explanation.to_dict(), indent=2) + "\n")
+    typer.echo(explanation.text())
+    typer.echo(f"plot: {stem.with_suffix('.png')}")

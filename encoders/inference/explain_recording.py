@@ -1,0 +1,43 @@
+"""Explain one recording's score for one diagnosis with a trained checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from encoders.ecg import ECGRecord
+from encoders.explain import Explanation, explain
+from encoders.inference.zeroshot import ZeroShotClassifier
+from encoders.training.data import evaluation_preprocessing
+
+
+def explain_recording(
+    classifier: ZeroShotClassifier,
+    record: ECGRecord,
+    label: str,
+    *,
+    views: Sequence[str] = ("full",),
+) -> tuple[Explanation, np.ndarray]:
+    """The explanation of ``label`` for ``record``, and the preprocessed window it explains."""
+    label_vectors = classifier.label_vectors(labels=[label], views=views)
+    vectors = label_vectors.combined().to(classifier.device)
+    window = evaluation_preprocessing(classifier.checkpoint.preprocessing).apply(record)
+    model = classifier.model
+
+    def score_fn(x: torch.Tensor) -> torch.Tensor:
+        return model(x, vectors).logits  # type: ignore[no-any-return]
+
+    entry = label_vectors.entries[0]
+    knowledge = classifier.kb.current(entry.diagnosis_id) if entry.diagnosis_id else None
+    explanation = explain(
+        score_fn,
+        torch.from_numpy(window.x).to(classifier.device),
+        0,
+        label,
+        record=knowledge.record if knowledge else None,
+        fs=classifier.checkpoint.preprocessing.fs,
+        lead_mask=window.lead_mask,
+    )
+    return explanation, window.x
