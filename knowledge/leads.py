@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 STANDARD_LEADS: tuple[str, ...] = (
@@ -23,7 +24,7 @@ def canonical_lead(name: str) -> str:
     return _LEAD_BY_KEY[key]
 
 
-def sort_leads(leads: set[str] | list[str]) -> list[str]:
+def sort_leads(leads: Iterable[str]) -> list[str]:
     """Deduplicate canonical leads and put them in standard order (I ... V6)."""
     return sorted(set(leads), key=STANDARD_LEADS.index)
 

@@ -1,10 +1,11 @@
 """Zero-shot evaluation of a checkpoint, with the knowledge-vs-name ablation in one report.
 
-The evaluated split is ``test`` when the dataset has one, else ``val``. Thresholds for F1,
-sensitivity and specificity are chosen on another split, never the evaluated one: ``val``
-when evaluating ``test``, else ``train`` (said in the report). Labels are grouped by whether
-their diagnosis was among the checkpoint's training labels, and flagged where the label space
-puts another label closer than ``similarity_threshold``.
+The evaluated split is ``test`` when the dataset has one, else ``val`` (or ``all`` records,
+for a dataset used only for evaluation). Thresholds for F1, sensitivity and specificity are
+chosen on another split, never the evaluated one: ``val`` when evaluating ``test``, else
+``train``; with ``all`` there is none, and the report says threshold metrics are absent.
+Labels are grouped by whether their diagnosis was among the checkpoint's training labels, and
+flagged where the label space puts another label closer than ``similarity_threshold``.
 """
 
 from __future__ import annotations
@@ -97,12 +98,7 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
     manifest = open_manifest(config.data)
     splits = set(manifest.table["split"])
     eval_split = config.eval_split or ("test" if "test" in splits else "val")
-    threshold_split = config.threshold_split or ("val" if eval_split == "test" else "train")
-    if threshold_split == eval_split:
-        raise ValueError("thresholds cannot be chosen on the evaluated split")
-    if threshold_split not in splits:
-        log.warning("no %s split: threshold metrics are not reported", threshold_split)
-        threshold_split = None
+    threshold_split = _threshold_split(config.threshold_split, eval_split, splits)
     with KnowledgeBase(config.db) as kb:
         classifier = ZeroShotClassifier(checkpoint, kb, llm=config.llm, device=config.device)
         vectors = {
@@ -154,6 +150,21 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
     return EvalOutcome(results, groups, flags, eval_split, threshold_split, files)
 
 
+def _threshold_split(requested: str | None, eval_split: str, splits: set[str]) -> str | None:
+    """Where thresholds are chosen: never the evaluated records."""
+    if eval_split == "all":
+        if requested is not None:
+            raise ValueError("with the whole dataset evaluated, no split is left for thresholds")
+        return None
+    chosen = requested or ("val" if eval_split == "test" else "train")
+    if chosen == eval_split:
+        raise ValueError("thresholds cannot be chosen on the evaluated split")
+    if chosen not in splits:
+        log.warning("no %s split: threshold metrics are not reported", chosen)
+        return None
+    return chosen
+
+
 def _dataset(
     manifest: Manifest,
     split: str,
@@ -161,7 +172,7 @@ def _dataset(
     mapping: dict[str, str],
     checkpoint: Any,
 ) -> ECGDataset:
-    part = manifest.split(split)
+    part = manifest if split == "all" else manifest.split(split)
     if len(part) == 0:
         raise ValueError(f"the {split} split of the data is empty")
     preprocessing = evaluation_preprocessing(checkpoint.preprocessing)

@@ -27,7 +27,7 @@ def explain_recording(
     model = classifier.model
 
     def score_fn(x: torch.Tensor) -> torch.Tensor:
-        return model(x, vectors).logits  # type: ignore[no-any-return]
+        return model(x, vectors).logits
 
     entry = label_vectors.entries[0]
     knowledge = classifier.kb.current(entry.diagnosis_id) if entry.diagnosis_id else None

@@ -9,7 +9,7 @@ scaled cosine plus a bias; the label-query decoder is an option.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch import nn
 from encoders.models.heads import CosineScoringHead, LabelAdapter, Projection
 from encoders.models.query_decoder import LabelQueryDecoder
 from encoders.models.registry import create_ecg_encoder
+from encoders.models.xresnet1d import XResNet1d
 
 Head = Literal["cosine", "decoder"]
 
@@ -52,8 +53,8 @@ class KedModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = create_ecg_encoder(config.encoder, **config.encoder_kwargs)
-        width = int(self.encoder.out_channels)
+        self.encoder = cast(XResNet1d, create_ecg_encoder(config.encoder, **config.encoder_kwargs))
+        width = self.encoder.out_channels
         self.projection = Projection(width, config.text_dim, config.projection_hidden)
         self.adapter = LabelAdapter(config.text_dim, enabled=config.adapter)
         self.head = CosineScoringHead() if config.head == "cosine" else None
@@ -65,11 +66,11 @@ class KedModel(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder features (B, C_ecg, T') of ECG windows (B, 12, T)."""
-        return self.encoder(x)  # type: ignore[no-any-return]
+        return self.encoder(x)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """One projected vector per recording (B, D)."""
-        return self.projection(self.encoder.pool(self.features(x)))  # type: ignore[no-any-return]
+        return self.projection(self.encoder.pool(self.features(x)))
 
     def forward(self, x: torch.Tensor, label_vectors: torch.Tensor) -> ModelOutput:
         """Logits of every label for every recording, and the embeddings behind them."""

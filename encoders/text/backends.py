@@ -55,7 +55,10 @@ class SentenceTransformerEncoder:
             self.model.max_seq_length = spec.max_length
         if spec.dtype != "float32":
             self.model.to(DTYPES[spec.dtype])
-        self.dim = int(self.model.get_embedding_dimension())
+        dim = self.model.get_embedding_dimension()
+        if dim is None:
+            raise ValueError(f"model {spec.model!r} does not declare its embedding dimension")
+        self.dim = int(dim)
 
     def encode(
         self, texts: Sequence[str], batch_size: int, on_batch: BatchCallback | None = None
@@ -125,6 +128,6 @@ class TransformersEncoder:
         if self.pooling == "cls":
             return hidden[:, 0]
         if self.pooling == "pooler":
-            return output.pooler_output  # type: ignore[attr-defined,no-any-return]
+            return output.pooler_output  # type: ignore[attr-defined]
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)

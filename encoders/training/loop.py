@@ -89,7 +89,7 @@ class Aligned(nn.Module):
         self.bank = bank
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        return self.model(x, self.bank())  # type: ignore[no-any-return]
+        return self.model(x, self.bank())
 
     def train(self, mode: bool = True) -> Aligned:
         """Train mode, except that frozen batch-norm layers keep their running statistics."""
@@ -127,7 +127,9 @@ def fit(
     """Train ``model`` (and a learnable ``bank``) with per-epoch validation and checkpoints."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     aligned = Aligned(model, bank).to(device)
-    sampler = DistributedSampler(train, world, rank, seed=settings.seed) if world > 1 else None
+    sampler: DistributedSampler[Any] | None = (
+        DistributedSampler(train, world, rank, seed=settings.seed) if world > 1 else None
+    )
     loader = DataLoader(
         train,
         batch_size=settings.batch_size,

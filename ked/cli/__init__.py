@@ -15,6 +15,7 @@ from kb_store.connection import KnowledgeBaseError
 from kb_store.embeddings import EncoderMismatchError
 from kb_store.jsonl import ImportFileError
 from ked.cli import (
+    demo_command,
     embed_commands,
     inference_commands,
     kb_commands,
@@ -45,6 +46,7 @@ app.command("zeroshot")(inference_commands.zeroshot)
 app.command("encode")(inference_commands.encode)
 app.command("eval")(inference_commands.eval_command)
 app.command("explain")(inference_commands.explain_command)
+app.command("demo")(demo_command.demo)
 
 # Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (

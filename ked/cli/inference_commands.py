@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
 from encoders.ecg import ECGDataset, Manifest, open_source
 from encoders.evaluation import BootstrapSettings
 from encoders.explain import plot_explanation
-from encoders.inference.embedding import embed_recordings, write_embeddings
+from encoders.inference.embedding import Space, embed_recordings, write_embeddings
 from encoders.inference.evaluate import EvalConfig, EvalOutcome, evaluate_checkpoint
 from encoders.inference.explain_recording import explain_recording
 from encoders.inference.zeroshot import LLMProvider, ZeroShotClassifier, tidy
@@ -96,8 +96,12 @@ def encode(
     records = _records(data, split)
     dataset = ECGDataset(records, evaluation_preprocessing(model.preprocessing), [], lambda _: None)
     vectors = embed_recordings(
-        model.model, dataset, space=space, batch_size=batch_size, device=device or "cpu"
-    )  # type: ignore[arg-type]
+        model.model,
+        dataset,
+        space=cast(Space, space),
+        batch_size=batch_size,
+        device=device or "cpu",
+    )
     meta = {"checkpoint": str(model.path), "space": space, "data": data, "split": split}
     write_embeddings(out, dataset.record_ids, vectors, meta)
     typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {out}")

@@ -109,7 +109,7 @@ def pretrain_command(
     )
     bar = progress(0, "pretrain", unit="step")
     try:
-        result = pretrain(config, on_step=_bar_updater(bar, epochs))
+        result = pretrain(config, on_step=bar_updater(bar, epochs))
     finally:
         bar.close()
     for record in result.history:
@@ -125,7 +125,7 @@ def pretrain_command(
     )
 
 
-def _bar_updater(bar: tqdm, epochs: int) -> Callable[[StepInfo], None]:
+def bar_updater(bar: tqdm, epochs: int) -> Callable[[StepInfo], None]:
     def on_step(info: StepInfo) -> None:
         if info.step == 1:
             bar.reset(total=info.steps)
@@ -180,7 +180,7 @@ def finetune_command(
     )
     bar = progress(0, "finetune", unit="step")
     try:
-        result = finetune(config, on_step=_bar_updater(bar, epochs))
+        result = finetune(config, on_step=bar_updater(bar, epochs))
     finally:
         bar.close()
     typer.echo(
