@@ -14,13 +14,14 @@ from torch import nn
 
 from encoders.ecg import Preprocessing, open_source
 from encoders.explain import (
+    ScoreFn,
     explain,
     integrated_gradients,
     match_knowledge,
     plot_explanation,
     time_regions,
 )
-from encoders.models import CosineScoringHead, Projection, XResNet1d, create_ecg_encoder
+from encoders.models.ked_model import KedModel, ModelConfig
 from knowledge.curated import load_pack
 from knowledge.leads import STANDARD_LEADS
 
@@ -53,24 +54,6 @@ class WindowModel(nn.Module):
         return 2 * torch.tanh(torch.einsum("blt,clt->bc", x, self.weights) / 10) + 0.5
 
 
-class Scorer(nn.Module):
-    """A small real ked model: xresnet1d_small -> Projection -> cosine scores vs label vectors."""
-
-    def __init__(self, n_labels: int, dim: int = 64) -> None:
-        super().__init__()
-        encoder = create_ecg_encoder("xresnet1d_small")
-        assert isinstance(encoder, XResNet1d)
-        self.encoder = encoder
-        self.projection = Projection(self.encoder.out_channels, dim)
-        self.head = CosineScoringHead(init_bias=-2.0)
-        vectors = torch.randn(n_labels, dim, generator=torch.Generator().manual_seed(0))
-        self.register_buffer("label_vectors", nn.functional.normalize(vectors, dim=-1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.encoder.pool(self.encoder(x))
-        return self.head(self.projection(features), self.label_vectors)
-
-
 LABELS = ("SCP:NORM", "SCP:CRBBB", "SCP:CLBBB", "SCP:AFIB")
 
 
@@ -85,19 +68,22 @@ def sample() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def trained(sample: tuple[torch.Tensor, torch.Tensor]) -> Scorer:
-    """`Scorer` trained for 30 steps on the sample (a few seconds on 2 CPU cores)."""
+def trained(sample: tuple[torch.Tensor, torch.Tensor]) -> ScoreFn:
+    """A small real ked model trained for 30 steps on the sample against random label vectors."""
     x, y = sample
     torch.manual_seed(0)
-    model = Scorer(len(LABELS))
+    model = KedModel(ModelConfig(encoder="xresnet1d_small", text_dim=64))
+    vectors = nn.functional.normalize(torch.randn(len(LABELS), 64), dim=-1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(30):
         batch = torch.randint(0, len(x), (32,))
-        loss = nn.functional.binary_cross_entropy_with_logits(model(x[batch]), y[batch])
+        logits = model(x[batch], vectors).logits
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return model.eval()
+    model.eval()
+    return lambda signals: model(signals, vectors).logits
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +139,7 @@ def test_shapes_and_ranges(ecg: torch.Tensor) -> None:
     assert all(a[1] <= b[0] for a, b in pairwise(spans))  # regions do not overlap
 
 
-def test_integrated_gradients_is_complete(ecg: torch.Tensor, trained: Scorer) -> None:
+def test_integrated_gradients_is_complete(ecg: torch.Tensor, trained: ScoreFn) -> None:
     """Attributions add up to logit(x) - logit(baseline): to 0.1% for the smooth synthetic model,
     to 3% for the ReLU network, whose gradient jumps along the path."""
     cases = ((WindowModel().eval(), 2, 1e-3), (trained, LABELS.index("SCP:CRBBB"), 0.03))
@@ -297,7 +283,7 @@ def test_plot_writes_a_png(ecg: torch.Tensor, tmp_path: Path) -> None:
 
 
 def test_end_to_end_on_a_trained_model_and_a_sample_record(
-    sample: tuple[torch.Tensor, torch.Tensor], trained: Scorer, tmp_path: Path
+    sample: tuple[torch.Tensor, torch.Tensor], trained: ScoreFn, tmp_path: Path
 ) -> None:
     x, y = sample
     label = LABELS.index("SCP:CRBBB")
@@ -317,7 +303,7 @@ def test_end_to_end_on_a_trained_model_and_a_sample_record(
 
 
 def test_top_region_is_where_flattening_moves_a_trained_model_most(
-    sample: tuple[torch.Tensor, torch.Tensor], trained: Scorer
+    sample: tuple[torch.Tensor, torch.Tensor], trained: ScoreFn
 ) -> None:
     """Faithfulness over the sample's CRBBB records: flattening (zeroing) the top region moves
     the logit more than flattening most windows of the same length elsewhere. A region picked
