@@ -37,3 +37,9 @@ def echo_json(data: Any) -> None:
 def progress(total: int, desc: str, unit: str = "it") -> tqdm:
     """A progress bar on stderr (hidden when stderr is not a terminal and total is small)."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+def require_label_source(vocab: str | None, labels: list[str] | None) -> None:
+    """Commands take their labels from exactly one of --vocab and --labels."""
+    if (vocab is None) == (not labels):
+        raise typer.BadParameter("give exactly one of --vocab and --labels")

@@ -19,7 +19,7 @@ from encoders.text import (
     view_texts,
 )
 from encoders.text.export import write_label_matrix
-from ked.cli.common import open_kb, progress
+from ked.cli.common import open_kb, progress, require_label_source
 from knowledge.views import VIEWS
 
 ModelOption = Annotated[
@@ -177,8 +177,7 @@ def export(
     ] = True,
 ) -> None:
     """Export the label-vector matrix with a JSON sidecar (labels, codes, encoder, view)."""
-    if (vocab is None) == (not labels):
-        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    require_label_source(vocab, labels)
     spec = encoder_spec(model, backend, pooling, max_length, normalize, dtype)
     with open_kb(ctx, read_only=not embed_missing) as kb:
         embedder = Embedder(kb, spec, device=device, batch_size=batch_size)

@@ -22,7 +22,7 @@ from encoders.training.data import (
     record_label_strings,
     target_labels,
 )
-from ked.cli.common import open_kb, settings
+from ked.cli.common import open_kb, require_label_source, settings
 from knowledge.llm import LLMSettings
 
 SplitOption = Annotated[str, typer.Option(help="train, val, test or all")]
@@ -52,8 +52,7 @@ def zeroshot(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Score recordings against diagnoses written in words (zero-shot)."""
-    if (vocab is None) == (not labels):
-        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    require_label_source(vocab, labels)
     if ensemble not in ("vectors", "scores") or out.suffix not in (".csv", ".parquet"):
         raise typer.BadParameter("--ensemble is vectors or scores; --out is .csv or .parquet")
     llm = _llm(ctx)
@@ -129,8 +128,7 @@ def eval_command(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Zero-shot evaluation with bootstrap intervals and the knowledge-vs-name ablation."""
-    if (vocab is None) == (not labels):
-        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    require_label_source(vocab, labels)
     outcome = evaluate_checkpoint(
         EvalConfig(
             checkpoint=checkpoint,

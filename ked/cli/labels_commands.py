@@ -15,7 +15,7 @@ from encoders.evaluation.label_space import (
     compare_views,
 )
 from encoders.text import Embedder, LabelEntry, label_entries, label_matrix
-from ked.cli.common import open_kb
+from ked.cli.common import open_kb, require_label_source
 from ked.cli.embed_commands import (
     BackendOption,
     BatchOption,
@@ -127,8 +127,7 @@ def similarity(
     ] = True,
 ) -> None:
     """Cosine similarity of label vectors: the most confusable pairs per view, views compared."""
-    if (vocab is None) == (not labels):
-        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    require_label_source(vocab, labels)
     views = _views(view)
     spec = encoder_spec(model, backend, pooling, max_length, normalize, dtype)
     with open_kb(ctx, read_only=not embed_missing) as kb:

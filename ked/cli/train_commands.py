@@ -13,7 +13,7 @@ from encoders.ecg import Preprocessing
 from encoders.models.ked_model import ModelConfig
 from encoders.training import LoopSettings, LossWeights, PretrainConfig, StepInfo, pretrain
 from encoders.training.finetune import FinetuneConfig, finetune
-from ked.cli.common import progress, settings
+from ked.cli.common import progress, require_label_source, settings
 from ked.cli.embed_commands import (
     BackendOption,
     DtypeOption,
@@ -76,8 +76,7 @@ def pretrain_command(
     Multi-GPU or multi-node: launch with torchrun, e.g.
     ``torchrun --nproc_per_node 4 -m ked pretrain ...``.
     """
-    if (vocab is None) == (not labels):
-        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    require_label_source(vocab, labels)
     if head not in ("cosine", "decoder"):
         raise typer.BadParameter("--head is cosine or decoder")
     config = PretrainConfig(
@@ -159,8 +158,7 @@ def finetune_command(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Few-shot: adapt a checkpoint with a fraction of the training labels."""
-    if (vocab is None) == (not labels):
-        raise typer.BadParameter("give exactly one of --vocab and --labels")
+    require_label_source(vocab, labels)
     if mode not in ("linear", "full"):
         raise typer.BadParameter("--mode is linear or full")
     config = FinetuneConfig(
