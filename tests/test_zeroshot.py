@@ -235,6 +235,19 @@ def test_finetune_starts_from_zero_shot_and_selects_on_validation(
         ),
     )
     assert macro_auroc(zero, val.targets)[0] == pytest.approx(result.zero_shot_eval_auroc, abs=1e-9)
+    # evaluating the tuned checkpoint uses its learned label vectors, so it reproduces the result
+    with KnowledgeBase(kb_copy) as kb:
+        tuned_classifier = ZeroShotClassifier(tuned, kb)
+        tuned_vectors = tuned_classifier.label_vectors(vocab="ptbxl", views=tuned.views)
+    tuned_scores = tuned_classifier.scores(
+        val,
+        replace(
+            tuned_vectors,
+            entries=[tuned_vectors.entries[i] for i in keep],
+            per_view={v: t[keep] for v, t in tuned_vectors.per_view.items()},
+        ),
+    )
+    assert macro_auroc(tuned_scores, val.targets)[0] == pytest.approx(result.eval_auroc, abs=1e-9)
     # the encoder stayed frozen in the linear probe
     for name, tensor in checkpoint.model.encoder.state_dict().items():
         assert np.array_equal(tensor.numpy(), tuned.model.encoder.state_dict()[name].numpy()), name

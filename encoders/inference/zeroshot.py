@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -59,7 +59,9 @@ class LabelVectors:
     fallback: list[str]  # labels scored by their bare name (no knowledge)
 
     def combined(self) -> torch.Tensor:
-        """The mean of the per-view vectors, renormalised."""
+        """The mean of the per-view vectors, renormalised (a single view as it is)."""
+        if len(self.per_view) == 1:
+            return next(iter(self.per_view.values()))
         mean = torch.stack(list(self.per_view.values())).mean(0)
         return torch.nn.functional.normalize(mean, dim=-1)
 
@@ -108,7 +110,29 @@ class ZeroShotClassifier:
             view: label_matrix(self.embedder, entries, [view], fallback_to_name=True).tensor()
             for view in views
         }
-        return LabelVectors(entries, list(views), per_view, fallback)
+        vectors = LabelVectors(entries, list(views), per_view, fallback)
+        return self._with_learned_head(vectors)
+
+    def _with_learned_head(self, vectors: LabelVectors) -> LabelVectors:
+        """A fine-tuned checkpoint scores its own labels with the label vectors it learned.
+
+        Only labels it was tuned on, and only with the views it was tuned with; other labels
+        keep their text vectors (zero-shot). A pretrained checkpoint's vectors are the text
+        vectors themselves, recomputed here so that updated knowledge takes effect.
+        """
+        checkpoint = self.checkpoint
+        learned = str(checkpoint.config.get("kind", "")).startswith("finetune")
+        if not learned or vectors.views != checkpoint.views:
+            return vectors
+        row_of = {e.diagnosis_id: i for i, e in enumerate(checkpoint.entries)}
+        combined = vectors.combined().clone()
+        replaced = 0
+        for i, entry in enumerate(vectors.entries):
+            if entry.diagnosis_id in row_of:
+                combined[i] = checkpoint.label_vectors[row_of[entry.diagnosis_id]]
+                replaced += 1
+        log.info("%d labels scored with the checkpoint's fine-tuned label vectors", replaced)
+        return replace(vectors, per_view={"+".join(vectors.views): combined})
 
     def _with_knowledge(
         self, entries: list[LabelEntry], free_labels: Sequence[str]
@@ -147,12 +171,7 @@ class ZeroShotClassifier:
     ) -> np.ndarray:
         """Logits (N, C) of the dataset's recordings for the labels."""
         if ensemble == "vectors" or len(vectors.per_view) == 1:
-            matrix = (
-                vectors.combined()
-                if len(vectors.per_view) > 1
-                else next(iter(vectors.per_view.values()))
-            )
-            return predict(self.model, data, matrix, batch_size, self.device)[0]
+            return predict(self.model, data, vectors.combined(), batch_size, self.device)[0]
         per_view = [
             predict(self.model, data, v, batch_size, self.device)[0]
             for v in vectors.per_view.values()

@@ -111,9 +111,7 @@ def finetune(
         entries = [e for e in vectors.entries if e.diagnosis_id is not None]
         mapping = target_labels(kb, entries, record_label_strings(manifest))
     keep = [i for i, e in enumerate(vectors.entries) if e.diagnosis_id is not None]
-    label_vectors = (
-        vectors.combined()[keep] if len(views) > 1 else next(iter(vectors.per_view.values()))[keep]
-    )
+    label_vectors = vectors.combined()[keep]
     labels = [e.label for e in entries]
     has_test = bool((manifest.table["split"] == "test").any())
     splits = ("train", "val", "test") if has_test else ("train", "val")
