@@ -35,7 +35,7 @@ def explain_recording(
         score_fn,
         torch.from_numpy(window.x).to(classifier.device),
         0,
-        label,
+        entry.diagnosis or label,
         record=knowledge.record if knowledge else None,
         fs=classifier.checkpoint.preprocessing.fs,
         lead_mask=window.lead_mask,
