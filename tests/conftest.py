@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+from kb_store.store import KnowledgeBase
+from knowledge.curated import import_pack
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("KED_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -25,3 +29,24 @@ def shared_data() -> Path:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "ked.duckdb"
+
+
+@pytest.fixture(scope="session")
+def curated_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A knowledge base file holding the curated pack. Shared: copy it before writing."""
+    path = tmp_path_factory.mktemp("curated") / "curated.duckdb"
+    with KnowledgeBase(path) as kb:
+        import_pack(kb)
+    return path
+
+
+def copy_kb(curated: Path, folder: Path) -> Path:
+    """A private copy of the curated knowledge base in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(curated, folder / "kb.duckdb"))
+
+
+@pytest.fixture
+def kb_copy(curated_kb: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the curated knowledge base for one test."""
+    return copy_kb(curated_kb, tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,6 @@ from encoders.text import (
 )
 from encoders.text.export import FORMATS, sidecar_path
 from kb_store.store import KnowledgeBase
-from knowledge.curated import import_pack
 from tests.test_cli_knowledge import ked
 
 LABELS = [
@@ -39,19 +37,9 @@ LABELS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pack_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("kb") / "pack.duckdb"
-    with KnowledgeBase(path) as kb:
-        import_pack(kb)
-    return path
-
-
 @pytest.fixture
-def kb_path(pack_db: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "kb.duckdb"
-    shutil.copy(pack_db, copy)
-    return copy
+def kb_path(kb_copy: Path) -> Path:
+    return kb_copy
 
 
 @pytest.fixture(scope="module")

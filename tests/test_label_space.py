@@ -16,7 +16,7 @@ from encoders.text import Embedder, EncoderSpec, LabelMatrix, label_entries, lab
 from kb_store.store import KnowledgeBase
 from ked.cli import labels_commands
 from ked.cli.common import CliState
-from knowledge.curated import import_pack
+from tests.conftest import copy_kb
 from tests.test_cli_knowledge import ked
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def label_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def label_db(tmp_path_factory: pytest.TempPathFactory, curated_kb: Path) -> Path:
     """A knowledge base with the curated pack (closed again, so the CLI can open it)."""
-    path = tmp_path_factory.mktemp("labels") / "kb.duckdb"
-    with KnowledgeBase(path) as kb:
-        import_pack(kb)
+    path = copy_kb(curated_kb, tmp_path_factory.mktemp("labels"))
     return path
 
 

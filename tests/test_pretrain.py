@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,22 +17,12 @@ from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pre
 from encoders.training.data import datasets, open_manifest, record_label_strings, target_labels
 from encoders.training.validation import macro_auroc, predict
 from kb_store.store import KnowledgeBase
-from knowledge.curated import import_pack
-
-
-@pytest.fixture(scope="module")
-def pack_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("kb") / "pack.duckdb"
-    with KnowledgeBase(path) as kb:
-        import_pack(kb)
-    return path
 
 
 @pytest.fixture
-def config(pack_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PretrainConfig:
+def config(kb_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PretrainConfig:
     monkeypatch.setenv("KED_CACHE", str(tmp_path / "cache"))
-    db = tmp_path / "kb.duckdb"
-    shutil.copy(pack_db, db)
+    db = kb_copy
     return PretrainConfig(
         data="sample",
         out=tmp_path / "run",

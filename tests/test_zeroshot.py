@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +16,22 @@ from encoders.ecg import open_source
 from encoders.inference.zeroshot import ZeroShotClassifier
 from encoders.models.ked_model import ModelConfig
 from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pretrain
-from encoders.training.data import open_manifest
+from encoders.training.data import datasets, open_manifest, record_label_strings, target_labels
 from encoders.training.finetune import FinetuneConfig, few_shot_indices, finetune
 from encoders.training.validation import macro_auroc
 from kb_store.embeddings import EncoderMismatchError
 from kb_store.store import KnowledgeBase
-from knowledge.curated import import_pack
 from knowledge.llm import LLMSettings
+from tests.conftest import copy_kb
 from tests.support.openai_server import LoopbackOpenAI
 from tests.test_cli_knowledge import ked
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory, curated_kb: Path) -> tuple[Path, Path]:
     """(knowledge base, run folder) of a small model with atrial fibrillation held out."""
     root = tmp_path_factory.mktemp("zeroshot")
-    db = root / "kb.duckdb"
-    with KnowledgeBase(db) as kb:
-        import_pack(kb)
+    db = copy_kb(curated_kb, root)
     config = PretrainConfig(
         data="sample",
         out=root / "run",
@@ -51,9 +48,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def kb_copy(trained: tuple[Path, Path], tmp_path: Path) -> Path:
-    copy = tmp_path / "kb.duckdb"
-    shutil.copy(trained[0], copy)
-    return copy
+    """A copy of the knowledge base the model was trained with (its label vectors cached)."""
+    return copy_kb(trained[0], tmp_path)
 
 
 def sample_records(n: int = 4) -> list:  # type: ignore[type-arg]
@@ -215,38 +211,21 @@ def test_finetune_starts_from_zero_shot_and_selects_on_validation(
     checkpoint = load_checkpoint(trained[1])
     with KnowledgeBase(kb_copy) as kb:
         classifier = ZeroShotClassifier(checkpoint, kb)
-        vectors = classifier.label_vectors(vocab="ptbxl", views=checkpoint.views)
+        vectors = classifier.label_vectors(vocab="ptbxl", views=checkpoint.views).resolved()
     tuned = load_checkpoint(config.out)
     assert tuned.config["kind"] == "finetune-linear"
-    keep = [i for i, e in enumerate(vectors.entries) if e.diagnosis_id is not None]
-    assert tuned.labels == [vectors.entries[i].label for i in keep]
+    assert tuned.labels == [e.label for e in vectors.entries]
     manifest = open_manifest("sample")
-    from encoders.training.data import datasets, record_label_strings, target_labels
-
     with KnowledgeBase(kb_copy, read_only=True) as kb:
         mapping = target_labels(kb, tuned.entries, record_label_strings(manifest))
     val = datasets(manifest, tuned.labels, mapping, checkpoint.preprocessing)["val"]
-    zero = classifier.scores(
-        val,
-        replace(
-            vectors,
-            entries=[vectors.entries[i] for i in keep],
-            per_view={v: t[keep] for v, t in vectors.per_view.items()},
-        ),
-    )
+    zero = classifier.scores(val, vectors)
     assert macro_auroc(zero, val.targets)[0] == pytest.approx(result.zero_shot_eval_auroc, abs=1e-9)
     # evaluating the tuned checkpoint uses its learned label vectors, so it reproduces the result
     with KnowledgeBase(kb_copy) as kb:
         tuned_classifier = ZeroShotClassifier(tuned, kb)
         tuned_vectors = tuned_classifier.label_vectors(vocab="ptbxl", views=tuned.views)
-    tuned_scores = tuned_classifier.scores(
-        val,
-        replace(
-            tuned_vectors,
-            entries=[tuned_vectors.entries[i] for i in keep],
-            per_view={v: t[keep] for v, t in tuned_vectors.per_view.items()},
-        ),
-    )
+    tuned_scores = tuned_classifier.scores(val, tuned_vectors.resolved())
     assert macro_auroc(tuned_scores, val.targets)[0] == pytest.approx(result.eval_auroc, abs=1e-9)
     # the encoder stayed frozen in the linear probe
     for name, tensor in checkpoint.model.encoder.state_dict().items():

@@ -58,6 +58,15 @@ class LabelVectors:
     per_view: dict[str, torch.Tensor]  # view -> (C, D)
     fallback: list[str]  # labels scored by their bare name (no knowledge)
 
+    def resolved(self) -> LabelVectors:
+        """Only the labels that resolve to a diagnosis, in the same order."""
+        rows = [i for i, e in enumerate(self.entries) if e.diagnosis_id is not None]
+        return replace(
+            self,
+            entries=[self.entries[i] for i in rows],
+            per_view={view: vectors[rows] for view, vectors in self.per_view.items()},
+        )
+
     def combined(self) -> torch.Tensor:
         """The mean of the per-view vectors, renormalised (a single view as it is)."""
         if len(self.per_view) == 1:

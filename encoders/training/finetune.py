@@ -107,11 +107,12 @@ def finetune(
     manifest = open_manifest(config.data, split_seed=config.split_seed)
     with KnowledgeBase(config.db) as kb:
         zero_shot = ZeroShotClassifier(checkpoint, kb, device=str(device))
-        vectors = zero_shot.label_vectors(labels=config.labels, vocab=config.vocab, views=views)
-        entries = [e for e in vectors.entries if e.diagnosis_id is not None]
+        vectors = zero_shot.label_vectors(
+            labels=config.labels, vocab=config.vocab, views=views
+        ).resolved()
+        entries = vectors.entries
         mapping = target_labels(kb, entries, record_label_strings(manifest))
-    keep = [i for i, e in enumerate(vectors.entries) if e.diagnosis_id is not None]
-    label_vectors = vectors.combined()[keep]
+    label_vectors = vectors.combined()
     labels = [e.label for e in entries]
     has_test = bool((manifest.table["split"] == "test").any())
     splits = ("train", "val", "test") if has_test else ("train", "val")
