@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,6 @@ import numpy as np
 import typer
 
 from encoders.text import (
-    DEFAULT_MODEL,
     Embedder,
     EncoderSpec,
     label_entries,
@@ -20,49 +18,17 @@ from encoders.text import (
 )
 from encoders.text.export import write_label_matrix
 from ked.cli.common import open_kb, progress, require_label_source
+from ked.cli.text_options import text_encoder_options
 from knowledge.views import VIEWS
 
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        "--model", help=f"text encoder: name or path (env KED_TEXT_MODEL; default {DEFAULT_MODEL})"
-    ),
-]
-BackendOption = Annotated[str, typer.Option(help="sentence-transformers or transformers")]
-PoolingOption = Annotated[
-    str | None, typer.Option(help="transformers backend: mean, cls or pooler")
-]
-MaxLengthOption = Annotated[int | None, typer.Option(help="maximum tokens per text")]
-NormalizeOption = Annotated[bool, typer.Option(help="L2-normalise vectors")]
-DtypeOption = Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16")]
 DeviceOption = Annotated[str | None, typer.Option(help="cuda, mps, cpu (default: best available)")]
 BatchOption = Annotated[int, typer.Option(min=1, help="texts per batch")]
 
 
-def encoder_spec(
-    model: str | None,
-    backend: str,
-    pooling: str | None,
-    max_length: int | None,
-    normalize: bool,
-    dtype: str,
-) -> EncoderSpec:
-    if backend not in ("sentence-transformers", "transformers"):
-        raise typer.BadParameter(f"unknown backend {backend!r}")
-    if pooling not in (None, "mean", "cls", "pooler"):
-        raise typer.BadParameter(f"unknown pooling {pooling!r}")
-    return EncoderSpec(
-        model=model or os.environ.get("KED_TEXT_MODEL") or DEFAULT_MODEL,
-        backend=backend,  # type: ignore[arg-type]
-        pooling=pooling,  # type: ignore[arg-type]
-        normalize=normalize,
-        max_length=max_length,
-        dtype=dtype,
-    )
-
-
+@text_encoder_options()
 def embed(
     ctx: typer.Context,
+    text: EncoderSpec,
     labels: Annotated[
         list[str] | None, typer.Argument(help="labels (default: all diagnoses)")
     ] = None,
@@ -70,12 +36,6 @@ def embed(
     view: Annotated[
         list[str] | None, typer.Option(help=f"views ({', '.join(VIEWS)}); default all")
     ] = None,
-    model: ModelOption = None,
-    backend: BackendOption = "sentence-transformers",
-    pooling: PoolingOption = None,
-    max_length: MaxLengthOption = None,
-    normalize: NormalizeOption = True,
-    dtype: DtypeOption = "auto",
     device: DeviceOption = None,
     batch_size: BatchOption = 64,
     shard: Annotated[
@@ -87,7 +47,7 @@ def embed(
     ingest: Annotated[list[Path] | None, typer.Option(help="commit shard .npz files")] = None,
 ) -> None:
     """Embed label texts into the cache; only missing texts are embedded."""
-    spec = encoder_spec(model, backend, pooling, max_length, normalize, dtype)
+    spec = text
     views = view or list(VIEWS)
     read_only = shard is not None
     with open_kb(ctx, read_only=read_only) as kb:
@@ -156,20 +116,16 @@ def _ingest(embedder: Embedder, path: Path) -> str:
     return f"{path}: {len(texts)} vectors committed"
 
 
+@text_encoder_options()
 def export(
     ctx: typer.Context,
+    text: EncoderSpec,
     out: Annotated[Path, typer.Option(help="output file: .npy, .safetensors, .pt or .parquet")],
     vocab: Annotated[str | None, typer.Option(help="a vocabulary's labels, in its order")] = None,
     labels: Annotated[
         list[str] | None, typer.Option("--labels", help="labels, in this order")
     ] = None,
     view: Annotated[list[str] | None, typer.Option(help="view(s); several are averaged")] = None,
-    model: ModelOption = None,
-    backend: BackendOption = "sentence-transformers",
-    pooling: PoolingOption = None,
-    max_length: MaxLengthOption = None,
-    normalize: NormalizeOption = True,
-    dtype: DtypeOption = "auto",
     device: DeviceOption = None,
     batch_size: BatchOption = 64,
     embed_missing: Annotated[
@@ -178,7 +134,7 @@ def export(
 ) -> None:
     """Export the label-vector matrix with a JSON sidecar (labels, codes, encoder, view)."""
     require_label_source(vocab, labels)
-    spec = encoder_spec(model, backend, pooling, max_length, normalize, dtype)
+    spec = text
     with open_kb(ctx, read_only=not embed_missing) as kb:
         embedder = Embedder(kb, spec, device=device, batch_size=batch_size)
         entries = label_entries(kb, vocab=vocab, labels=labels or [])

@@ -14,19 +14,10 @@ from encoders.evaluation.label_space import (
     ViewComparison,
     compare_views,
 )
-from encoders.text import Embedder, LabelEntry, label_entries, label_matrix
+from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
 from ked.cli.common import open_kb, require_label_source
-from ked.cli.embed_commands import (
-    BackendOption,
-    BatchOption,
-    DeviceOption,
-    DtypeOption,
-    MaxLengthOption,
-    ModelOption,
-    NormalizeOption,
-    PoolingOption,
-    encoder_spec,
-)
+from ked.cli.embed_commands import BatchOption, DeviceOption
+from ked.cli.text_options import text_encoder_options
 from knowledge.views import VIEWS
 
 app = typer.Typer(help="Label-space diagnostics: how far apart the label vectors are.")
@@ -96,8 +87,10 @@ def _print_comparison(comparison: ViewComparison, names: dict[str, str], top: in
 
 
 @app.command()
+@text_encoder_options()
 def similarity(
     ctx: typer.Context,
+    text: EncoderSpec,
     vocab: Annotated[str | None, typer.Option(help="a vocabulary's labels, in its order")] = None,
     labels: Annotated[list[str] | None, typer.Option("--labels", help="labels to compare")] = None,
     view: Annotated[
@@ -114,12 +107,6 @@ def similarity(
     out: Annotated[
         Path | None, typer.Option(help="folder for heatmap PNGs and label_similarity.json")
     ] = None,
-    model: ModelOption = None,
-    backend: BackendOption = "sentence-transformers",
-    pooling: PoolingOption = None,
-    max_length: MaxLengthOption = None,
-    normalize: NormalizeOption = True,
-    dtype: DtypeOption = "auto",
     device: DeviceOption = None,
     batch_size: BatchOption = 64,
     embed_missing: Annotated[
@@ -129,7 +116,7 @@ def similarity(
     """Cosine similarity of label vectors: the most confusable pairs per view, views compared."""
     require_label_source(vocab, labels)
     views = _views(view)
-    spec = encoder_spec(model, backend, pooling, max_length, normalize, dtype)
+    spec = text
     with open_kb(ctx, read_only=not embed_missing) as kb:
         embedder = Embedder(kb, spec, device=device, batch_size=batch_size)
         entries = label_entries(kb, vocab=vocab, labels=labels or [])

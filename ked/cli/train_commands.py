@@ -11,22 +11,17 @@ from tqdm import tqdm
 
 from encoders.ecg import Preprocessing
 from encoders.models.ked_model import ModelConfig
+from encoders.text import EncoderSpec
 from encoders.training import LoopSettings, LossWeights, PretrainConfig, StepInfo, pretrain
 from encoders.training.finetune import FinetuneConfig, finetune
 from ked.cli.common import progress, require_label_source, settings
-from ked.cli.embed_commands import (
-    BackendOption,
-    DtypeOption,
-    MaxLengthOption,
-    ModelOption,
-    NormalizeOption,
-    PoolingOption,
-    encoder_spec,
-)
+from ked.cli.text_options import text_encoder_options
 
 
+@text_encoder_options(prefix="text-")
 def pretrain_command(
     ctx: typer.Context,
+    text: EncoderSpec,
     data: Annotated[
         str,
         typer.Option(help="dataset spec, e.g. ptbxl-array:/data/ptbxl_sample, a path, or 'sample'"),
@@ -64,12 +59,6 @@ def pretrain_command(
     max_steps_per_epoch: Annotated[
         int | None, typer.Option(help="cap steps per epoch (smoke tests)")
     ] = None,
-    text_model: ModelOption = None,
-    text_backend: BackendOption = "sentence-transformers",
-    text_pooling: PoolingOption = None,
-    text_max_length: MaxLengthOption = None,
-    text_normalize: NormalizeOption = True,
-    text_dtype: DtypeOption = "auto",
 ) -> None:
     """Pretrain an ECG encoder against label vectors from the cache (embedded if missing).
 
@@ -87,9 +76,7 @@ def pretrain_command(
         labels=tuple(labels or ()),
         holdout=tuple(holdout or ()),
         views=tuple(view or ("full",)),
-        text=encoder_spec(
-            text_model, text_backend, text_pooling, text_max_length, text_normalize, text_dtype
-        ),
+        text=text,
         model=ModelConfig(encoder=encoder, head=head, adapter=adapter),  # type: ignore[arg-type]
         preprocessing=Preprocessing(crop="random"),
         loop=LoopSettings(
