@@ -34,19 +34,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(knowledge_commands.app, name="knowledge")
-app.add_typer(kb_commands.app, name="kb")
-app.add_typer(vocab_commands.app, name="vocab")
-app.add_typer(labels_commands.app, name="labels")
-app.command("embed")(embed_commands.embed)
-app.command("export")(embed_commands.export)
-app.command("pretrain")(train_commands.pretrain_command)
-app.command("finetune")(train_commands.finetune_command)
-app.command("zeroshot")(inference_commands.zeroshot)
-app.command("encode")(inference_commands.encode)
-app.command("eval")(inference_commands.eval_command)
-app.command("explain")(inference_commands.explain_command)
-app.command("demo")(demo_command.demo)
+# Typer shows command panels before sub-app panels, so the knowledge groups come last.
+KNOWLEDGE, VECTORS, TRAINING, DIAGNOSIS = "Knowledge", "Label vectors", "Training", "Diagnosis"
+app.command("demo", rich_help_panel="Start here")(demo_command.demo)
+app.add_typer(knowledge_commands.app, name="knowledge", rich_help_panel=KNOWLEDGE)
+app.add_typer(kb_commands.app, name="kb", rich_help_panel=KNOWLEDGE)
+app.add_typer(vocab_commands.app, name="vocab", rich_help_panel=KNOWLEDGE)
+app.command("embed", rich_help_panel=VECTORS)(embed_commands.embed)
+app.command("export", rich_help_panel=VECTORS)(embed_commands.export)
+app.add_typer(labels_commands.app, name="labels", rich_help_panel=VECTORS)
+app.command("pretrain", rich_help_panel=TRAINING)(train_commands.pretrain_command)
+app.command("finetune", rich_help_panel=TRAINING)(train_commands.finetune_command)
+app.command("zeroshot", rich_help_panel=DIAGNOSIS)(inference_commands.zeroshot)
+app.command("encode", rich_help_panel=DIAGNOSIS)(inference_commands.encode)
+app.command("eval", rich_help_panel=DIAGNOSIS)(inference_commands.eval_command)
+app.command("explain", rich_help_panel=DIAGNOSIS)(inference_commands.explain_command)
 
 # Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
