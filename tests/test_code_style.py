@@ -13,7 +13,6 @@ from tests.conftest import REPO
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
 def test_ruff(command: list[str]) -> None:
     ruff = shutil.which("ruff")
-    if ruff is None:
-        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    assert ruff is not None, "ruff is not installed: pip install -e '.[test]'"
     result = subprocess.run([ruff, *command, "."], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -23,6 +23,9 @@ from knowledge.views import VIEWS
 
 DeviceOption = Annotated[str | None, typer.Option(help="cuda, mps, cpu (default: best available)")]
 BatchOption = Annotated[int, typer.Option(min=1, help="texts per batch")]
+EmbedMissingOption = Annotated[
+    bool, typer.Option("--embed/--no-embed", help="embed missing texts first")
+]
 
 
 @text_encoder_options()
@@ -47,11 +50,10 @@ def embed(
     ingest: Annotated[list[Path] | None, typer.Option(help="commit shard .npz files")] = None,
 ) -> None:
     """Embed label texts into the cache; only missing texts are embedded."""
-    spec = text
     views = view or list(VIEWS)
     read_only = shard is not None
     with open_kb(ctx, read_only=read_only) as kb:
-        embedder = Embedder(kb, spec, device=device, batch_size=batch_size)
+        embedder = Embedder(kb, text, device=device, batch_size=batch_size)
         if ingest:
             for path in ingest:
                 typer.echo(_ingest(embedder, path))
@@ -128,15 +130,12 @@ def export(
     view: Annotated[list[str] | None, typer.Option(help="view(s); several are averaged")] = None,
     device: DeviceOption = None,
     batch_size: BatchOption = 64,
-    embed_missing: Annotated[
-        bool, typer.Option("--embed/--no-embed", help="embed missing texts first")
-    ] = True,
+    embed_missing: EmbedMissingOption = True,
 ) -> None:
     """Export the label-vector matrix with a JSON sidecar (labels, codes, encoder, view)."""
     require_label_source(vocab, labels)
-    spec = text
     with open_kb(ctx, read_only=not embed_missing) as kb:
-        embedder = Embedder(kb, spec, device=device, batch_size=batch_size)
+        embedder = Embedder(kb, text, device=device, batch_size=batch_size)
         entries = label_entries(kb, vocab=vocab, labels=labels or [])
         matrix = label_matrix(embedder, entries, view or ["full"], embed_missing=embed_missing)
     sidecar = write_label_matrix(matrix, out)

@@ -16,7 +16,7 @@ from encoders.evaluation.label_space import (
 )
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
 from ked.cli.common import open_kb, require_label_source
-from ked.cli.embed_commands import BatchOption, DeviceOption
+from ked.cli.embed_commands import BatchOption, DeviceOption, EmbedMissingOption
 from ked.cli.text_options import text_encoder_options
 from knowledge.views import VIEWS
 
@@ -109,16 +109,13 @@ def similarity(
     ] = None,
     device: DeviceOption = None,
     batch_size: BatchOption = 64,
-    embed_missing: Annotated[
-        bool, typer.Option("--embed/--no-embed", help="embed missing texts first")
-    ] = True,
+    embed_missing: EmbedMissingOption = True,
 ) -> None:
     """Cosine similarity of label vectors: the most confusable pairs per view, views compared."""
     require_label_source(vocab, labels)
     views = _views(view)
-    spec = text
     with open_kb(ctx, read_only=not embed_missing) as kb:
-        embedder = Embedder(kb, spec, device=device, batch_size=batch_size)
+        embedder = Embedder(kb, text, device=device, batch_size=batch_size)
         entries = label_entries(kb, vocab=vocab, labels=labels or [])
         if len(entries) < 2:
             raise typer.BadParameter("compare at least two labels")
