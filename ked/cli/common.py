@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import typer
 from tqdm import tqdm
 
+from encoders.training.loop import StepInfo
 from kb_store.store import KnowledgeBase
 from ked.config import Settings
 
@@ -43,3 +46,21 @@ def require_label_source(vocab: str | None, labels: list[str] | None) -> None:
     """Commands take their labels from exactly one of --vocab and --labels."""
     if (vocab is None) == (not labels):
         raise typer.BadParameter("give exactly one of --vocab and --labels")
+
+
+@contextmanager
+def epoch_progress(desc: str, epochs: int) -> Iterator[Callable[[StepInfo], None]]:
+    """A progress bar over each epoch's steps (loss, records/s); yields the step callback."""
+    bar = progress(0, desc, unit="step")
+
+    def on_step(info: StepInfo) -> None:
+        if info.step == 1:
+            bar.reset(total=info.steps)
+        bar.set_description(f"epoch {info.epoch + 1}/{epochs}")
+        bar.set_postfix(loss=f"{info.loss:.3f}", rec_s=f"{info.records_per_s:.0f}")
+        bar.update(1)
+
+    try:
+        yield on_step
+    finally:
+        bar.close()

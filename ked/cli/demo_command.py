@@ -19,9 +19,8 @@ from encoders.text import Embedder, EncoderSpec, label_entries, label_matrix
 from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pretrain
 from encoders.training.data import open_manifest
 from kb_store.store import KnowledgeBase
-from ked.cli.common import CliState, progress
+from ked.cli.common import CliState, epoch_progress
 from ked.cli.inference_commands import echo_outcome
-from ked.cli.train_commands import bar_updater
 from knowledge.curated import import_pack
 
 VOCAB = "ptbxl"
@@ -82,11 +81,8 @@ def demo(
         model=ModelConfig(encoder=encoder),
         loop=LoopSettings(epochs=epochs, batch_size=32, lr=3e-3),
     )
-    bar = progress(0, "pretrain", unit="step")
-    try:
-        result = pretrain(config, on_step=bar_updater(bar, epochs))
-    finally:
-        bar.close()
+    with epoch_progress("pretrain", epochs) as on_step:
+        result = pretrain(config, on_step=on_step)
     typer.echo(
         f"   best epoch {result.best_epoch}: validation macro AUROC {result.best_val_auroc:.3f} "
         f"over {len(result.train_labels)} training labels"

@@ -66,10 +66,15 @@ def embed(
         if shard is not None:
             typer.echo(_embed_shard(embedder, texts, shard, shard_out))
             return
-        todo = len(embedder.missing(texts))
-        bar = progress(todo, "embed", unit="text")
+        bar = progress(0, "embed", unit="text")
+
+        def advance(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.reset(total=total)
+            bar.update(done)
+
         try:
-            _, summary = embedder.embed(texts, progress=lambda n, _total: bar.update(n))
+            _, summary = embedder.embed(texts, progress=advance)
         finally:
             bar.close()
     typer.echo(

@@ -62,7 +62,7 @@ def text_encoder_options(prefix: str = "") -> Callable[[Command], Command]:
         for name, kind, default, help_text in _OPTIONS:
             flag = f"--{prefix}{name.replace('_', '-')}"
             declarations = [f"{flag}/--{prefix}no-{name}"] if kind is bool else [flag]
-            annotation = Annotated[kind, typer.Option(*declarations, help=help_text)]
+            annotation = Annotated[kind, typer.Option(*declarations, help=help_text)]  # type: ignore[valid-type]  # built at run time
             added.append(
                 inspect.Parameter(
                     names[name], inspect.Parameter.KEYWORD_ONLY, default=default,

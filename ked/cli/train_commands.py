@@ -1,20 +1,18 @@
-"""``ked pretrain``: train an ECG encoder against cached label vectors."""
+"""``ked pretrain`` and ``ked finetune``: train an ECG encoder against cached label vectors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
 from encoders.ecg import Preprocessing
 from encoders.models.ked_model import ModelConfig
 from encoders.text import EncoderSpec
-from encoders.training import LoopSettings, LossWeights, PretrainConfig, StepInfo, pretrain
+from encoders.training import LoopSettings, LossWeights, PretrainConfig, pretrain
 from encoders.training.finetune import FinetuneConfig, finetune
-from ked.cli.common import progress, require_label_source, settings
+from ked.cli.common import epoch_progress, require_label_source, settings
 from ked.cli.text_options import text_encoder_options
 
 
@@ -93,11 +91,8 @@ def pretrain_command(
         device=device,
         resume=resume,
     )
-    bar = progress(0, "pretrain", unit="step")
-    try:
-        result = pretrain(config, on_step=bar_updater(bar, epochs))
-    finally:
-        bar.close()
+    with epoch_progress("pretrain", epochs) as on_step:
+        result = pretrain(config, on_step=on_step)
     for record in result.history:
         typer.echo(
             f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
@@ -109,17 +104,6 @@ def pretrain_command(
         f"{len(result.train_labels)} training labels, {len(result.held_out)} held out; "
         f"checkpoint {out / 'best.safetensors'}"
     )
-
-
-def bar_updater(bar: tqdm, epochs: int) -> Callable[[StepInfo], None]:
-    def on_step(info: StepInfo) -> None:
-        if info.step == 1:
-            bar.reset(total=info.steps)
-        bar.set_description(f"epoch {info.epoch + 1}/{epochs}")
-        bar.set_postfix(loss=f"{info.loss:.3f}", rec_s=f"{info.records_per_s:.0f}")
-        bar.update(1)
-
-    return on_step
 
 
 def finetune_command(
@@ -163,11 +147,8 @@ def finetune_command(
         ),
         device=device,
     )
-    bar = progress(0, "finetune", unit="step")
-    try:
-        result = finetune(config, on_step=bar_updater(bar, epochs))
-    finally:
-        bar.close()
+    with epoch_progress("finetune", epochs) as on_step:
+        result = finetune(config, on_step=on_step)
     typer.echo(
         f"{mode} on {result.train_records} records ({fraction:.0%} of train): best epoch "
         f"{result.best_epoch} (selection AUROC {result.best_val_auroc:.4f}); "
