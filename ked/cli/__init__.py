@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from encoders.ecg import ECGReadError
-from encoders.text import MissingKnowledgeError, ModelNotFoundError, NotEmbeddedError
-from encoders.training import CheckpointError
-from kb_store.connection import KnowledgeBaseError
-from kb_store.embeddings import EncoderMismatchError
-from kb_store.jsonl import ImportFileError
 from ked.cli import (
     demo_command,
     embed_commands,
@@ -25,8 +20,6 @@ from ked.cli import (
     vocab_commands,
 )
 from ked.cli.common import CliState
-from ked.config import ProviderNotConfiguredError
-from knowledge.curated import PackError
 
 app = typer.Typer(
     help="ked: knowledge-enhanced ECG diagnosis.",
@@ -50,21 +43,29 @@ app.command("encode", rich_help_panel=DIAGNOSIS)(inference_commands.encode)
 app.command("eval", rich_help_panel=DIAGNOSIS)(inference_commands.eval_command)
 app.command("explain", rich_help_panel=DIAGNOSIS)(inference_commands.explain_command)
 
-# Errors that are the user's to fix: shown as one line, exit code 2, no traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    KnowledgeBaseError,
-    ImportFileError,
-    PackError,
-    ProviderNotConfiguredError,
-    MissingKnowledgeError,
-    NotEmbeddedError,
-    ModelNotFoundError,
-    EncoderMismatchError,
-    ECGReadError,
-    CheckpointError,
-    KeyError,
-    FileNotFoundError,
+# Errors that are the user's to fix: shown as one line, exit code 2, no traceback. Named by
+# module, so that start-up imports none of them: an error can only come from a loaded module.
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("kb_store.connection", "KnowledgeBaseError"),
+    ("kb_store.jsonl", "ImportFileError"),
+    ("knowledge.curated", "PackError"),
+    ("ked.config", "ProviderNotConfiguredError"),
+    ("encoders.text.labels", "MissingKnowledgeError"),
+    ("encoders.text.labels", "NotEmbeddedError"),
+    ("encoders.text.spec", "ModelNotFoundError"),
+    ("kb_store.embeddings", "EncoderMismatchError"),
+    ("encoders.ecg.record", "ECGReadError"),
+    ("encoders.training.checkpoint", "CheckpointError"),
+    ("builtins", "KeyError"),
+    ("builtins", "FileNotFoundError"),
 )
+
+
+def user_error_types() -> tuple[type[Exception], ...]:
+    """The classes of :data:`USER_ERRORS` whose modules are loaded."""
+    return tuple(
+        getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules
+    )
 
 
 @app.callback()
@@ -85,7 +86,9 @@ def main() -> None:
     """Entry point of the ``ked`` console script."""
     try:
         app()
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, user_error_types()):
+            raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"error: {message}", err=True)
         raise SystemExit(2) from None
