@@ -1,40 +1,143 @@
 """Schema versions of the knowledge base and the migrations between them.
 
-Each migration is applied once, in order, in its own transaction, and recorded in
-``schema_migrations``. A database written by a newer ked is refused rather than guessed at.
+Each migration (SQL, or a function for what SQL cannot do) is applied once, in order, in its
+own transaction, and recorded in ``schema_migrations``. A database written by a newer ked is
+refused rather than guessed at.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import duckdb
+from pydantic import ValidationError
 
+from kb_store.aliases import NAMES, record_aliases
 from kb_store.connection import KnowledgeBaseError, transaction
+from knowledge.names import normalize_name
+from knowledge.schema import DiagnosisKnowledge
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+# Tables that migration 3 rebuilds (DuckDB cannot update a key column of a referenced row).
+_DIAGNOSES = """
+    CREATE TABLE diagnoses (
+        id INTEGER PRIMARY KEY DEFAULT nextval('diagnoses_id_seq'),
+        name VARCHAR NOT NULL,
+        name_key VARCHAR NOT NULL UNIQUE,
+        category VARCHAR,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE aliases (
+        namespace VARCHAR NOT NULL,
+        alias_key VARCHAR NOT NULL,
+        alias VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        diagnosis_id INTEGER NOT NULL REFERENCES diagnoses (id),
+        PRIMARY KEY (namespace, alias_key)
+    );
+"""
+_KNOWLEDGE = """
+    CREATE TABLE knowledge (
+        id INTEGER PRIMARY KEY DEFAULT nextval('knowledge_id_seq'),
+        diagnosis_id INTEGER NOT NULL REFERENCES diagnoses (id),
+        version INTEGER NOT NULL,
+        schema_version INTEGER NOT NULL,
+        record JSON NOT NULL,
+        content_sha256 VARCHAR NOT NULL,
+        source VARCHAR NOT NULL CHECK (source IN ('llm', 'curated', 'manual')),
+        provider VARCHAR,
+        model VARCHAR,
+        prompt_sha256 VARCHAR,
+        params JSON,
+        raw_response VARCHAR,
+        pack_version VARCHAR,
+        run_id INTEGER,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+        UNIQUE (diagnosis_id, version)
+    );
+    CREATE VIEW current_knowledge AS
+        SELECT k.* FROM knowledge k
+        WHERE k.version = (
+            SELECT max(version) FROM knowledge WHERE diagnosis_id = k.diagnosis_id
+        );
+"""
+
+
+def _rekey_names(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute name and alias keys with the Unicode-aware :func:`normalize_name`.
+
+    Keys written before schema 3 dropped every non-ASCII letter, so names in other scripts
+    had empty keys and were never stored as aliases: they are re-derived from each
+    diagnosis's name and current record. Two diagnoses whose names now share a key stop the
+    migration (nothing is changed); an alias that two diagnoses now claim stays with the first.
+    """
+    diagnoses = con.execute(
+        "SELECT id, name, category, created_at FROM diagnoses ORDER BY id"
+    ).fetchall()
+    owner_of_key: dict[str, str] = {}
+    for _, name, _, _ in diagnoses:
+        key = normalize_name(name)
+        if key in owner_of_key:
+            raise KnowledgeBaseError(
+                f"diagnoses {owner_of_key[key]!r} and {name!r} have the same name key {key!r}; "
+                "rename one with an older ked before upgrading"
+            )
+        owner_of_key[key] = name
+    candidates: list[tuple[str, str, str, int]] = con.execute(
+        "SELECT namespace, alias, kind, diagnosis_id FROM aliases "
+        "ORDER BY kind <> 'name', diagnosis_id, alias"
+    ).fetchall()
+    candidates += [(NAMES, name, "name", diagnosis_id) for diagnosis_id, name, _, _ in diagnoses]
+    for diagnosis_id, record in con.execute(
+        "SELECT diagnosis_id, record FROM current_knowledge ORDER BY diagnosis_id"
+    ).fetchall():
+        try:
+            parsed = DiagnosisKnowledge.model_validate_json(record)
+        except ValidationError:
+            log.warning(
+                "diagnosis %d: stored record no longer validates; aliases kept", diagnosis_id
+            )
+            continue
+        candidates += [
+            (ns, alias, kind, diagnosis_id) for ns, alias, kind in record_aliases(parsed)
+        ]
+    aliases: dict[tuple[str, str], tuple[str, str, int]] = {}
+    for namespace, alias, kind, diagnosis_id in candidates:
+        key = normalize_name(alias)
+        kept = aliases.setdefault((namespace, key), (alias, kind, diagnosis_id))
+        if key and kept[2] != diagnosis_id:
+            log.info("alias %r shares its key with %r, which keeps it", alias, kept[0])
+    con.execute("CREATE TEMP TABLE knowledge_copy AS SELECT * FROM knowledge")
+    con.execute("DROP VIEW current_knowledge; DROP TABLE knowledge; DROP TABLE aliases")
+    con.execute("DROP TABLE diagnoses")
+    con.execute(_DIAGNOSES + _KNOWLEDGE)
+    if diagnoses:
+        con.executemany(
+            "INSERT INTO diagnoses (id, name, name_key, category, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [[i, name, normalize_name(name), category, at] for i, name, category, at in diagnoses],
+        )
+    rows = [[ns, key, alias, kind, d] for (ns, key), (alias, kind, d) in aliases.items() if key]
+    if rows:
+        con.executemany(
+            "INSERT INTO aliases (namespace, alias_key, alias, kind, diagnosis_id) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+    con.execute("INSERT INTO knowledge SELECT * FROM knowledge_copy; DROP TABLE knowledge_copy")
+
+
+MIGRATIONS: tuple[tuple[int, str, str | Callable[[duckdb.DuckDBPyConnection], None]], ...] = (
     (
         1,
         "diagnoses, aliases, versioned knowledge records, failures and runs",
         """
         CREATE SEQUENCE diagnoses_id_seq START 1;
-        CREATE TABLE diagnoses (
-            id INTEGER PRIMARY KEY DEFAULT nextval('diagnoses_id_seq'),
-            name VARCHAR NOT NULL,
-            name_key VARCHAR NOT NULL UNIQUE,
-            category VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
-        );
-        CREATE TABLE aliases (
-            namespace VARCHAR NOT NULL,
-            alias_key VARCHAR NOT NULL,
-            alias VARCHAR NOT NULL,
-            kind VARCHAR NOT NULL,
-            diagnosis_id INTEGER NOT NULL REFERENCES diagnoses (id),
-            PRIMARY KEY (namespace, alias_key)
-        );
+        """
+        + _DIAGNOSES
+        + """
         CREATE SEQUENCE runs_id_seq START 1;
         CREATE TABLE runs (
             id INTEGER PRIMARY KEY DEFAULT nextval('runs_id_seq'),
@@ -46,29 +149,9 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             finished_at TIMESTAMPTZ
         );
         CREATE SEQUENCE knowledge_id_seq START 1;
-        CREATE TABLE knowledge (
-            id INTEGER PRIMARY KEY DEFAULT nextval('knowledge_id_seq'),
-            diagnosis_id INTEGER NOT NULL REFERENCES diagnoses (id),
-            version INTEGER NOT NULL,
-            schema_version INTEGER NOT NULL,
-            record JSON NOT NULL,
-            content_sha256 VARCHAR NOT NULL,
-            source VARCHAR NOT NULL CHECK (source IN ('llm', 'curated', 'manual')),
-            provider VARCHAR,
-            model VARCHAR,
-            prompt_sha256 VARCHAR,
-            params JSON,
-            raw_response VARCHAR,
-            pack_version VARCHAR,
-            run_id INTEGER,
-            created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
-            UNIQUE (diagnosis_id, version)
-        );
-        CREATE VIEW current_knowledge AS
-            SELECT k.* FROM knowledge k
-            WHERE k.version = (
-                SELECT max(version) FROM knowledge WHERE diagnosis_id = k.diagnosis_id
-            );
+        """
+        + _KNOWLEDGE
+        + """
         CREATE SEQUENCE failures_id_seq START 1;
         CREATE TABLE generation_failures (
             id INTEGER PRIMARY KEY DEFAULT nextval('failures_id_seq'),
@@ -113,6 +196,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (3, "Unicode-aware name and alias keys (NFKC, casefold, every script)", _rekey_names),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -143,11 +227,14 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             "version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, "
             "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
         )
-    for version, description, sql in MIGRATIONS:
+    for version, description, step in MIGRATIONS:
         if version <= before:
             continue
         with transaction(con):
-            con.execute(sql)
+            if callable(step):
+                step(con)
+            else:
+                con.execute(step)
             con.execute(
                 "INSERT INTO schema_migrations (version, description) VALUES (?, ?)",
                 [version, description],

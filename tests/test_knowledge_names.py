@@ -1,0 +1,86 @@
+"""Unicode name keys: normalisation, and the migration that re-keys an older knowledge base."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from kb_store.migrations import LATEST_VERSION, MIGRATIONS
+from kb_store.store import KnowledgeBase
+from knowledge.names import normalize_name
+from tests.support.openai_server import valid_record
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("Atrial  fibrillation.", "atrial fibrillation"),
+        ("ATRIAL-fibrillation", "atrial fibrillation"),
+        ("Ünïcødé", "ünïcødé"),
+        ("心衰", "心衰"),
+        ("Синусовая  ТАХИКАРДИЯ!", "синусовая тахикардия"),
+        ("ＡＦＩＢ", "afib"),  # full-width letters (NFKC)
+        ("Straße", "strasse"),  # casefold, not lower
+        ("हृदय", "हृदय"),  # vowel signs are marks, kept
+        (" \t ", ""),
+    ],
+)
+def test_names_keep_letters_of_every_script(name: str, key: str) -> None:
+    assert normalize_name(name) == key
+
+
+def test_different_labels_never_share_a_key() -> None:
+    labels = ["Ünïcødé", "unicode", "unicde", "心衰", "心悸", "тахикардия", "брадикардия"]
+    assert len({normalize_name(label) for label in labels}) == len(labels)
+
+
+def _schema_2_database(path: Path) -> None:
+    """A knowledge base as ked wrote it before schema 3, with its ASCII-only keys."""
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR)")
+    for version, description, sql in MIGRATIONS[:2]:
+        assert isinstance(sql, str)
+        con.execute(sql)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [version, description])
+    con.execute(
+        "INSERT INTO diagnoses (name, name_key, category) VALUES "
+        "('Ünïcødé block', 'unicde block', 'conduction'), ('心衰', '', 'other')"
+    )
+    con.execute(
+        "INSERT INTO aliases VALUES ('name', 'unicde block', 'Ünïcødé block', 'name', 1), "
+        "('name', 'ub', 'UB', 'label', 1)"
+    )
+    record = valid_record("心衰")
+    record["synonyms"] = ["心力衰竭"]
+    con.execute(
+        "INSERT INTO knowledge (diagnosis_id, version, schema_version, record, content_sha256, "
+        "source) VALUES (2, 1, 1, ?, 'x', 'manual')",
+        [json.dumps(record)],
+    )
+    con.close()
+
+
+def test_migration_rekeys_aliases_and_restores_names_in_other_scripts(db_path: Path) -> None:
+    _schema_2_database(db_path)
+    with KnowledgeBase(db_path) as kb:
+        assert kb.con.execute("SELECT max(version) FROM schema_migrations").fetchone() == (
+            LATEST_VERSION,
+        )
+        unicode, heart = kb.resolve("ÜNÏCØDÉ block"), kb.resolve("心衰")
+        assert unicode is not None and unicode.id == 1
+        assert heart is not None and heart.id == 2
+        assert kb.resolve("心力衰竭") == heart and kb.resolve("ub") == unicode
+        assert kb.resolve("unicde block") is None
+        keys = kb.con.execute("SELECT name_key FROM diagnoses ORDER BY id").fetchall()
+        assert keys == [("ünïcødé block",), ("心衰",)]
+        stored = kb.current(2)
+        assert stored is not None and stored.record.synonyms == ["心力衰竭"]
+        # the rebuilt tables still hand out fresh ids and versions
+        added = kb.add_knowledge(
+            kb.current(2).record.model_copy(update={"caveats": ["new"]}),  # type: ignore[union-attr]
+            stored.provenance,
+        )
+        assert added.diagnosis.id == 2 and added.version == 2
