@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from encoders.text.device import DTYPES
 from encoders.text.spec import EncoderSpec
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ class TextEncoder(Protocol):
         ...
 
 
-def load_text_encoder(spec: EncoderSpec, device: torch.device) -> TextEncoder:
+def load_text_encoder(spec: EncoderSpec, device: str) -> TextEncoder:
     """Load the model of ``spec`` onto ``device`` in ``spec.dtype``."""
     log.info("loading text encoder %s (%s) on %s", spec.model, spec.backend, device)
     if spec.backend == "sentence-transformers":
@@ -46,7 +45,7 @@ def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.n
 
 
 class SentenceTransformerEncoder:
-    def __init__(self, spec: EncoderSpec, device: torch.device) -> None:
+    def __init__(self, spec: EncoderSpec, device: str) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.spec = spec
@@ -54,7 +53,7 @@ class SentenceTransformerEncoder:
         if spec.max_length is not None:
             self.model.max_seq_length = spec.max_length
         if spec.dtype != "float32":
-            self.model.to(DTYPES[spec.dtype])
+            self.model.to(getattr(torch, spec.dtype))
         dim = self.model.get_embedding_dimension()
         if dim is None:
             raise ValueError(f"model {spec.model!r} does not declare its embedding dimension")
@@ -81,14 +80,16 @@ class SentenceTransformerEncoder:
 class TransformersEncoder:
     """``AutoModel`` with mean, CLS or pooler pooling (``pooler`` is CLS -> dense -> tanh)."""
 
-    def __init__(self, spec: EncoderSpec, device: torch.device) -> None:
+    def __init__(self, spec: EncoderSpec, device: str) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         path = str(spec.model_path())
         self.spec = spec
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path, dtype=DTYPES[spec.dtype]).to(device).eval()
+        self.model = (
+            AutoModel.from_pretrained(path, dtype=getattr(torch, spec.dtype)).to(device).eval()
+        )
         self.max_length = spec.max_length or min(int(self.tokenizer.model_max_length), 512)
         self.pooling = spec.effective_pooling
         self.dim = int(self.model.config.hidden_size)

@@ -11,15 +11,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from encoders.text.backends import TextEncoder, load_text_encoder
 from encoders.text.device import select_device, select_dtype
 from encoders.text.spec import EncoderSpec
 from kb_store.embeddings import EmbeddingCache, text_sha256
 from kb_store.store import KnowledgeBase
+
+if TYPE_CHECKING:  # the backends need torch, loaded only when texts are missing
+    from encoders.text.backends import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class Embedder:
     def encoder(self) -> TextEncoder:
         """The loaded model (loaded on first use only)."""
         if self._encoder is None:
+            from encoders.text.backends import load_text_encoder
+
             self._encoder = load_text_encoder(self.spec, self._device)
         return self._encoder
 
@@ -121,5 +125,5 @@ class Embedder:
         return matrix.astype(np.float32, copy=False), summary
 
 
-def _with_dtype(spec: EncoderSpec, device: torch.device) -> EncoderSpec:
+def _with_dtype(spec: EncoderSpec, device: str) -> EncoderSpec:
     return replace(spec, dtype=select_dtype(spec.dtype, device))
