@@ -191,10 +191,32 @@ def test_seeded_splits_keep_patients_together_and_are_reproducible() -> None:
 def test_known_splits_win_and_mixed_ones_are_refused(sample_manifest: Manifest) -> None:
     with_splits = sample_manifest.with_splits(seed=1)
 
-    assert with_splits.table["split"].value_counts().to_dict() == {"train": 217, "val": 183}
+    # The sample's own split has no test part: a fixed 15% of its train becomes test.
+    counts = with_splits.table["split"].value_counts().to_dict()
+    assert counts == {"train": 185, "val": 183, "test": 32}
     assert [ptbxl_fold_split(f) for f in (1, 8, 9, 10)] == ["train", "train", "val", "test"]
     with pytest.raises(ValueError, match="1 of 2 records have a known split"):
         assign_splits(["a", "b"], [None, None], ["train", None])
+
+
+def test_carved_test_split_is_fixed_whatever_the_run_seed_or_order() -> None:
+    ids = [str(i) for i in range(1000)]
+    known = ["val" if i % 10 == 0 else "train" for i in range(1000)]
+    patients = [f"p{i // 2}" for i in range(1000)]  # two records per patient
+
+    splits = assign_splits(ids, patients, known, seed=1)
+    assert assign_splits(ids, patients, known, seed=2) == splits
+    assert assign_splits(ids[::-1], patients[::-1], known[::-1], seed=3)[::-1] == splits
+    assert [s for s, k in zip(splits, known, strict=True) if k == "val"] == ["val"] * 100
+    test = [i for i, s in enumerate(splits) if s == "test"]
+    assert 0.14 * 900 <= len(test) <= 0.16 * 900
+    by_patient: dict[str, set[str]] = {}
+    for patient, split in zip(patients, splits, strict=True):
+        by_patient.setdefault(patient, set()).add(split)
+    assert all(len(s) == 1 for p, s in by_patient.items() if "val" not in s)
+    # A dataset that defines its own test split keeps it untouched.
+    published = ["test" if i % 10 == 1 else k for i, k in enumerate(known)]
+    assert assign_splits(ids, patients, published) == published
 
 
 @pytest.mark.shared_data

@@ -72,11 +72,18 @@ def test_packaged_ptbxl_sample_reads_with_official_scp_labels() -> None:
     assert not any("SCP:NST" in r.labels for r in records)
     sr_records = {r.record_id for r in records if "SCP:SR" in r.labels}
     assert sr_records == {str(i) for i in table.loc[table["rhythm:SR"] == 1, "ecg_id"]}
-    # A sub-class of one statement is that statement; a group of statements is metadata.
+    # A sub-class of one statement is that statement; a class or a group of statements is the
+    # diagnosis it names (inferior MI in any territory, myocardial infarction).
     norm = {str(i) for i in table.loc[table["sub_class:NORM"] == 1, "ecg_id"]}
     assert norm and norm == {r.record_id for r in records if "SCP:NORM" in r.labels}
     assert any("IMI" in r.meta["sub_class"] for r in records)
-    assert not any(label in {"SCP:IMI", "SCP:AMI", "SCP:MI"} for r in records for label in r.labels)
+    for column, label in (
+        ("sub_class:IMI", "SCP:IMI"),
+        ("super_class:MI", "myocardial infarction"),
+        ("super_class:CD", "conduction disturbance"),
+    ):
+        flagged = {str(i) for i in table.loc[table[column] == 1, "ecg_id"]}
+        assert flagged and flagged == {r.record_id for r in records if label in r.labels}
     assert any("NORM" in r.meta["super_class"] for r in records)
 
 
@@ -284,8 +291,8 @@ def test_ptbxl_official_layout(tmp_path: Path) -> None:
 
     assert [records[i].labels for i in "123"] == [
         ("SCP:NORM", "SCP:SR"),
-        ("SCP:NST_", "SCP:AFIB"),
-        ("SCP:IMI",),
+        ("SCP:NST_", "SCP:AFIB", "ST/T change"),
+        ("SCP:IMI", "myocardial infarction"),
     ]
     assert [records[i].meta["split"] for i in "123"] == ["train", "val", "test"]
     assert [records[i].patient_id for i in "123"] == ["15701", "15700", "15701"]

@@ -1,6 +1,9 @@
 """Train/validation/test splits: known ones (PTB-XL folds, a split column) or seeded, patient-level.
 
-Split names are always ``"train"``, ``"val"`` and ``"test"``.
+Split names are always ``"train"``, ``"val"`` and ``"test"``. A dataset whose own split has no
+test part (the shared PTB-XL sample has train and val only) gets one carved out of its train
+part: a fixed share of its patients, chosen with a fixed seed (`TEST_SEED`, not the run's seed),
+so every run, seed and command sees the same test records and no selection ever touches them.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+TEST_FRACTION = 0.15
+"""Share of a train split carved out as test when a dataset defines no test split."""
+TEST_SEED = 20261201
+"""Seed of that carving: fixed, so the test split never depends on a run's settings."""
 
 _SPLIT_ALIASES = {
     "train": "train",
@@ -95,10 +102,37 @@ def assign_splits(
         raise ValueError(f"{len(record_ids)} record ids but {len(known)} known splits")
     present = [split is not None for split in known]
     if all(present):
-        return [normalize_split(split) for split in known if split is not None]
+        splits = [normalize_split(split) for split in known if split is not None]
+        return splits if "test" in splits else carve_test(record_ids, patient_ids, splits)
     if any(present):
         raise ValueError(
             f"{sum(present)} of {len(known)} records have a known split and the others none; "
             "split such a collection per dataset"
         )
     return seeded_split(record_ids, patient_ids, fractions=fractions, seed=seed)
+
+
+def carve_test(
+    record_ids: Sequence[str],
+    patient_ids: Sequence[str | None],
+    splits: Sequence[str],
+    *,
+    fraction: float = TEST_FRACTION,
+    seed: int = TEST_SEED,
+) -> list[str]:
+    """``splits`` with a patient-level share ``fraction`` of the train records moved to test.
+
+    The carving depends only on the train records' ids (and patients) and the fixed ``seed``:
+    the same dataset always yields the same test split, whatever order it is read in.
+    """
+    train = [i for i, split in enumerate(splits) if split == "train"]
+    carved = seeded_split(
+        [record_ids[i] for i in train],
+        [patient_ids[i] for i in train],
+        fractions=(1 - fraction, 0.0, fraction),
+        seed=seed,
+    )
+    out = list(splits)
+    for index, split in zip(train, carved, strict=True):
+        out[index] = split
+    return out

@@ -1,13 +1,16 @@
 """PTB-XL in its official layout (WFDB records) and as an array file plus a one-hot label table.
 
-Labels are SCP-ECG statements, ``"SCP:<code>"`` in PTB-XL's official spelling (``SCP:NST_``).
+Labels are SCP-ECG statements, ``"SCP:<code>"`` in PTB-XL's official spelling (``SCP:NST_``),
+and PTB-XL's diagnostic classes and sub-classes as the diagnoses they name
+(`knowledge.vocab.ptbxl_group_queries`: ``super_class:MI`` is ``"myocardial infarction"``), so a
+record of anteroseptal MI also counts for anterior MI and for myocardial infarction.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from encoders.ecg.readers.physionet import read_wfdb_signal
 from encoders.ecg.record import MIN_DURATION_S, ECGReadError, ECGRecord
 from encoders.ecg.splits import normalize_split, ptbxl_fold_split
 from knowledge.leads import STANDARD_LEADS
-from knowledge.vocab import load_vocabulary
+from knowledge.vocab import ptbxl_group_queries, ptbxl_groups_of
 
 DATASET = "ptbxl"
 
@@ -51,22 +54,18 @@ def scp_label(code: str) -> str:
     return f"SCP:{code}"
 
 
+def _with_groups(statements: Iterable[str]) -> tuple[str, ...]:
+    """Statement labels followed by the diagnoses of their classes and sub-classes, once each."""
+    groups = ptbxl_group_queries()
+    labels = list(statements)
+    for label in list(labels):
+        labels += [groups[g] for g in ptbxl_groups_of(label.removeprefix("SCP:")) if g in groups]
+    return tuple(dict.fromkeys(labels))
+
+
 def _ptbxl_sex(value: Any) -> str | None:
     """PTB-XL codes sex as 0 = male, 1 = female."""
     return {0: "male", 1: "female"}.get(int(value)) if pd.notna(value) else None
-
-
-def single_statement_subclasses() -> dict[str, str]:
-    """PTB-XL diagnostic sub-classes that hold exactly one statement, e.g. ``CLBBB`` -> ``CLBBB``.
-
-    Such a ``sub_class:*`` column is that statement, so it can be a label; a sub-class of
-    several statements (``AMI``: ASMI, AMI, ALMI, INJAS, ...) is a group and cannot.
-    """
-    groups: dict[str, list[str]] = defaultdict(list)
-    for label in load_vocabulary("ptbxl").labels:
-        if label.code and label.attributes["diagnostic_subclass"]:
-            groups[label.attributes["diagnostic_subclass"].rstrip("_")].append(label.code)
-    return {sub: codes[0] for sub, codes in groups.items() if len(codes) == 1}
 
 
 class PTBXLSource(ECGSource):
@@ -127,7 +126,7 @@ class PTBXLSource(ECGSource):
             fs=wave.fs,
             leads=wave.leads,
             units="mV",
-            labels=tuple(scp_label(code) for code in scp_codes),
+            labels=_with_groups(scp_label(code) for code in scp_codes),
             patient_id=clean_id(row["patient_id"]),
             source=str(ref.path),
             dataset=DATASET,
@@ -153,10 +152,10 @@ class PTBXLArraySource(ECGSource):
     The array (``signals_<fs>hz.npy``, memory-mapped; or the ``signals`` key of an ``.npz``)
     holds the standard 12 leads in standard order; the table has ``ecg_id``, ``split`` and one-hot
     columns. ``form:*`` and ``rhythm:*`` columns are SCP statements and become labels
-    (``form:NST`` -> ``SCP:NST_``), as do ``sub_class:*`` columns of a sub-class with a single
-    statement (``sub_class:CLBBB``, ``sub_class:NORM``); the other ``super_class:*`` and
-    ``sub_class:*`` columns are groups of statements, kept in ``meta["super_class"]`` and
-    ``meta["sub_class"]`` and never in ``labels``. The sampling rate is read from the file name
+    (``form:NST`` -> ``SCP:NST_``); ``super_class:*`` and ``sub_class:*`` columns become the
+    diagnoses they name (``sub_class:CLBBB`` -> ``SCP:CLBBB``, ``super_class:CD`` ->
+    ``"conduction disturbance"``) and are also kept in ``meta["super_class"]`` and
+    ``meta["sub_class"]``. The sampling rate is read from the file name
     unless ``fs`` is given; it must agree with the array's length (PTB-XL records last 10 s).
     By default the signals are taken as already band-pass filtered (0.5-40 Hz) and z-scored, as
     in ``ptbxl_sample/``.
@@ -188,14 +187,15 @@ class PTBXLArraySource(ECGSource):
         self.units = units
         self.bandpass_hz = bandpass_hz
         self.table = read_table(self.labels_path, ("ecg_id",))
-        single = single_statement_subclasses()
+        groups = ptbxl_group_queries()
         self.statement_columns = {
-            column: scp_label(single.get(name.rstrip("_"), name))
+            column: scp_label(name) if group in _STATEMENT_GROUPS else groups[class_key]
             for column in self.table.columns
             for group, _, name in [column.partition(":")]
-            if group in _STATEMENT_GROUPS or (group == "sub_class" and name.rstrip("_") in single)
+            for class_key in [f"{group}:{name.strip('_')}"]
+            if group in _STATEMENT_GROUPS or class_key in groups
         }
-        """The table's statement columns and their labels (``form:NST`` -> ``SCP:NST_``)."""
+        """The table's label columns and their labels (``form:NST`` -> ``SCP:NST_``)."""
         array = self._load()
         self._check_shape(array)
         self._array: np.ndarray | None = array
@@ -233,9 +233,9 @@ class PTBXLArraySource(ECGSource):
             raise ECGReadError(path, "signal array not found")
         try:
             if path.suffix == ".npz":
-                with np.load(path) as archive:
+                with np.load(path, allow_pickle=False) as archive:
                     return archive["signals"]
-            return np.load(path, mmap_mode="r")
+            return np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as exc:  # numpy raises OSError, ValueError, KeyError, zipfile errors
             raise ECGReadError(path, f"unreadable array ({type(exc).__name__}: {exc})") from exc
 
