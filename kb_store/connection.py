@@ -10,10 +10,12 @@ from pathlib import Path
 
 import duckdb
 
+from ked.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class KnowledgeBaseError(RuntimeError):
+class KnowledgeBaseError(UserError, RuntimeError):
     """Base class of the knowledge base's errors."""
 
 
@@ -25,11 +27,17 @@ class DatabaseMissingError(KnowledgeBaseError):
     """A read-only open of a file that does not exist."""
 
 
+class DatabaseCorruptError(KnowledgeBaseError):
+    """A file that DuckDB cannot open as a database: not one, truncated, or damaged."""
+
+
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.+?) \(PID (?P<pid>\d+)\)")
+# DuckDB adds this hint when the holder only reads: a second reader would be let in.
+_HOLDER_READS = "would be able to open this database in read-only mode"
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the knowledge base file, turning DuckDB's lock error into a clear one.
+    """Open the knowledge base file, turning DuckDB's lock and file errors into clear ones.
 
     DuckDB allows one writing process per file; readers may share a file only among
     themselves.
@@ -44,15 +52,32 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        match = _HOLDER.search(str(exc))
-        if match is None and "lock" not in str(exc).lower():
-            raise
-        holder = f" by process {match['pid']} ({match['exe']})" if match else ""
-        raise DatabaseLockedError(
-            f"knowledge base {path} is locked{holder}: DuckDB allows one writing process "
-            "at a time. Wait for that process to finish, or use another --db file."
-        ) from None
+    except duckdb.Error as exc:
+        raise _open_error(path, exc) from exc
+
+
+def _open_error(path: Path, exc: duckdb.Error) -> KnowledgeBaseError:
+    """The clear error for a file DuckDB would not open: locked by whom, or unreadable."""
+    message = str(exc)
+    match = _HOLDER.search(message)
+    if match is None and "Could not set lock" not in message:
+        return DatabaseCorruptError(
+            f"knowledge base {path} cannot be opened as a DuckDB database "
+            f"({message.removeprefix('IO Error: ')}); restore it from a copy or an export "
+            "('ked kb export'), or point --db at another file"
+        )
+    holder = f"process {match['pid']} ({match['exe']})" if match else "another process"
+    if _HOLDER_READS in message:
+        return DatabaseLockedError(
+            f"knowledge base {path} is open for reading by {holder}: DuckDB lets no process "
+            "write a file that others are reading. Wait for that reader to finish, or use "
+            "another --db file."
+        )
+    return DatabaseLockedError(
+        f"knowledge base {path} is locked by {holder}, which is writing it: DuckDB allows "
+        "one writing process at a time. Wait for that process to finish, or use another "
+        "--db file."
+    )
 
 
 @contextmanager

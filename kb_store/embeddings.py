@@ -2,7 +2,8 @@
 
 Content-addressed: a text shared by two diagnoses or two vocabularies is stored and embedded
 once per encoder. Every vector carries the SHA-256 of its float32 bytes; a vector whose
-checksum or length does not match is reported as corrupt and never served.
+checksum or length does not match, or that is not finite or all zero (no encoder makes one,
+whatever its checksum says), is reported as corrupt and never served.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from kb_store.store import KnowledgeBase
+from ked.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,12 @@ def vector_sha256(vector: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(vector, dtype="<f4").tobytes()).hexdigest()
 
 
-class EncoderMismatchError(ValueError):
+def _intact(vector: np.ndarray, dim: int) -> bool:
+    """The right length, every value finite, and not all zero."""
+    return vector.shape == (dim,) and bool(np.isfinite(vector).all()) and bool(vector.any())
+
+
+class EncoderMismatchError(UserError, ValueError):
     """A fingerprint registered with another dimension: the cache would mix encoders."""
 
 
@@ -86,15 +93,14 @@ class EmbeddingCache:
         rows = zip(columns["text_sha256"], columns["vector"], columns["vector_sha256"], strict=True)
         for key, stored, checksum in rows:
             vector = np.asarray(stored, dtype=np.float32)
-            intact = vector.shape == (dim,) and bool(np.isfinite(vector).all())
-            if intact and vector_sha256(vector) == checksum:
+            if _intact(vector, dim) and vector_sha256(vector) == checksum:
                 result.vectors[str(key)] = vector
             else:
                 result.corrupt.append(str(key))
         if result.corrupt:
             log.warning(
-                "%d cached vectors failed their check (length, finiteness or checksum) and "
-                "will be re-embedded",
+                "%d cached vectors failed their check (length, finiteness, all zero or "
+                "checksum) and will be re-embedded",
                 len(result.corrupt),
             )
         return result

@@ -24,6 +24,7 @@ from encoders.text import (
     view_texts,
 )
 from encoders.text.export import FORMATS, sidecar_path
+from kb_store.embeddings import vector_sha256
 from kb_store.store import KnowledgeBase
 from tests.test_cli_knowledge import ked
 
@@ -129,6 +130,23 @@ def test_corrupt_or_misshaped_vectors_are_re_embedded_not_served(kb_path: Path) 
         vectors, summary = embedder.embed(texts)
     assert summary.corrupt == 2 and summary.embedded == 2
     assert summary.cache_hits == len(set(texts)) - 2
+    np.testing.assert_allclose(vectors, good, atol=1e-6)
+
+
+def test_all_zero_vector_with_a_valid_checksum_is_re_embedded_not_served(kb_path: Path) -> None:
+    with KnowledgeBase(kb_path) as kb:
+        texts = texts_of(kb, "rhythm")
+        embedder = Embedder(kb, EncoderSpec())
+        good, _ = embedder.embed(texts)
+        zero = np.zeros(good.shape[1], np.float32)
+        kb.con.execute(
+            "UPDATE embeddings SET vector = ?, vector_sha256 = ? WHERE text_sha256 = "
+            "(SELECT min(text_sha256) FROM embeddings)",
+            [zero.tolist(), vector_sha256(zero)],
+        )
+        vectors, summary = embedder.embed(texts)
+    assert summary.corrupt == 1 and summary.embedded == 1
+    assert np.abs(vectors).sum(1).min() > 0
     np.testing.assert_allclose(vectors, good, atol=1e-6)
 
 

@@ -17,6 +17,8 @@ from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pre
 from encoders.training.data import datasets, open_manifest, record_label_strings, target_labels
 from encoders.training.validation import macro_auroc, predict
 from kb_store.store import KnowledgeBase
+from tests.support.cli import run_ked
+from tests.support.unsafe import Payload
 
 
 @pytest.fixture
@@ -134,3 +136,33 @@ def test_two_process_gloo_ddp_run(config: PretrainConfig) -> None:
     assert "best epoch 1" in result.stdout
     assert len((config.out / "metrics.jsonl").read_text().splitlines()) == 1
     assert load_checkpoint(config.out).config["training"]["loop"]["batch_size"] == 16
+
+
+def test_resume_from_a_bad_last_pt_is_one_line_naming_it(
+    config: PretrainConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--db", str(config.db), "pretrain", "--data", "sample", "--vocab", "ptbxl"]
+    args += ["--view", "name", "--encoder", "xresnet1d_small", "--epochs", "1"]
+    args += ["--max-steps-per-epoch", "1", "--out", str(config.out), "--device", "cpu"]
+    code, _, err = run_ked(capsys, *args)
+    assert code == 0, err
+    last = config.out / "last.pt"
+    good = last.read_bytes()
+    marker = config.out / "code-ran"
+    torch.save({"model": Payload(marker)}, config.out / "unsafe.pt")
+    cases = {
+        "not a readable ked training state": [
+            good[: len(good) // 2],
+            b"not a torch file",
+            (config.out / "unsafe.pt").read_bytes(),
+        ],
+        "cannot resume this run from it": [good],  # a run of another model (--adapter)
+    }
+    for reason, contents in cases.items():
+        for content in contents:
+            last.write_bytes(content)
+            extra = ["--adapter"] if reason.startswith("cannot") else []
+            code, _, err = run_ked(capsys, *args, "--resume", *extra)
+            assert code == 2 and "Traceback" not in err
+            assert err.strip().splitlines()[-1].startswith(f"error: {last}: {reason}")
+    assert not marker.exists()

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ked.errors import UserError
 from knowledge.leads import canonical_lead
 
 MIN_FS_HZ = 50.0
@@ -22,7 +23,7 @@ MIN_DURATION_S = 5.0
 UNITS = ("mV", "z-score")
 
 
-class ECGReadError(ValueError):
+class ECGReadError(UserError, ValueError):
     """A record or a dataset file that cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

@@ -40,6 +40,7 @@ from torch import nn
 
 from encoders.models.query_decoder import LabelQueryDecoder
 from encoders.models.registry import create_ecg_encoder
+from ked.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ _MLP_EMBED = re.compile(r"^mlp_embed\.(\d+)\.(.+)$")
 _CONV_OR_BN = {"0": "conv", "1": "bn"}
 
 
-class ReferenceCheckpointError(ValueError):
+class ReferenceCheckpointError(UserError, ValueError):
     """The file is not ECGFM-KED's checkpoint layout, or its tensors do not fit ked's modules."""
 
 
@@ -181,7 +182,8 @@ def _read(path: Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
         raise ReferenceCheckpointError(
-            f"{path}: cannot be read with torch.load(weights_only=True): {err}"
+            f"{path}: cannot be read with torch.load(weights_only=True) ({type(err).__name__}: "
+            "the file is cut short, damaged, or holds objects other than tensors and plain values)"
         ) from err
     if not isinstance(checkpoint, dict):
         raise ReferenceCheckpointError(

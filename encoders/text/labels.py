@@ -17,17 +17,18 @@ import torch
 from encoders.text.embed import Embedder, EmbedSummary, Progress
 from kb_store.embeddings import text_sha256
 from kb_store.store import KnowledgeBase
+from ked.errors import UserError
 from knowledge.views import check_view, render_view, view_template_sha256
 from knowledge.vocab import load_vocabulary
 
 log = logging.getLogger(__name__)
 
 
-class MissingKnowledgeError(LookupError):
+class MissingKnowledgeError(UserError, LookupError):
     """Labels that resolve to no diagnosis, or to one without knowledge."""
 
 
-class NotEmbeddedError(LookupError):
+class NotEmbeddedError(UserError, LookupError):
     """Texts missing from the cache when embedding was not allowed."""
 
 

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ked.errors import UserError
+
 Backend = Literal["sentence-transformers", "transformers"]
 Pooling = Literal["mean", "cls", "pooler"]
 
@@ -25,7 +27,7 @@ _DEFAULT_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"
 _SKIPPED_FILES = {"README.md", ".gitattributes"}
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """A model that is neither a local folder, the packaged default, nor in the HF cache."""
 
 

@@ -3,7 +3,8 @@
 ``<name>.safetensors`` holds the model's state and the label vectors it was trained with;
 ``<name>.json`` holds the architecture, preprocessing, label set, views, text-encoder
 fingerprint and training settings, so a checkpoint can be used without the code that made it.
-``last.pt`` adds the optimizer and scheduler state for ``--resume``.
+``last.pt`` adds the optimizer and scheduler state for ``--resume``. A file that cannot be
+read raises `CheckpointError` naming it and what is wrong.
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from encoders.ecg import Preprocessing
 from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.text.labels import LabelEntry
+from ked.errors import UserError, one_line
 
 FORMAT = "ked-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a ked checkpoint, or one that does not fit its config."""
 
 
@@ -99,22 +102,57 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model of a checkpoint in eval mode, with its labels and preprocessing."""
     path = resolve_checkpoint(path)
-    config = json.loads(path.with_suffix(".json").read_text())
-    if config.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format {config.get('format')})")
-    tensors = load_file(str(path), device=str(device))
-    model = KedModel(ModelConfig.from_dict(config["model"]))
+    config_path = path.with_suffix(".json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path}: unreadable checkpoint config ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{config_path}: not a {FORMAT} checkpoint config (found {found})")
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(
+            f"{path}: damaged or incomplete safetensors file ({one_line(exc)}); copy it again "
+            "or re-run the training that wrote it"
+        ) from exc
+    try:
+        model = KedModel(ModelConfig.from_dict(config["model"]))
+        entries = [LabelEntry(**e) for e in config["labels"]]
+        preprocessing = Preprocessing.from_dict(config["preprocessing"])
+        label_vectors = tensors["label_vectors"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: incomplete checkpoint ({one_line(exc)})") from exc
     state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the config ({exc})") from None
+        raise CheckpointError(f"{path}: weights do not fit the config ({one_line(exc)})") from exc
     model.to(device).eval()
     return Checkpoint(
         model=model,
-        label_vectors=tensors["label_vectors"],
-        entries=[LabelEntry(**e) for e in config["labels"]],
-        preprocessing=Preprocessing.from_dict(config["preprocessing"]),
+        label_vectors=label_vectors,
+        entries=entries,
+        preprocessing=preprocessing,
         config=config,
         path=path,
     )
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """The resume state in ``last.pt``, read without unpickling anything but tensors and
+    plain values."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises EOF, zip, unpickling and runtime errors
+        raise CheckpointError(
+            f"{path}: not a readable ked training state ({type(exc).__name__}: the file is cut "
+            "short, damaged, or holds objects other than tensors and plain values); delete it "
+            "to train from scratch"
+        ) from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path}: holds a {type(state).__name__}, not ked's training state dict"
+        )
+    return state

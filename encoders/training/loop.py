@@ -29,9 +29,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from encoders.ecg import Preprocessing
 from encoders.models.ked_model import KedModel, ModelOutput
 from encoders.text.labels import LabelEntry
-from encoders.training.checkpoint import save_checkpoint
+from encoders.training.checkpoint import CheckpointError, load_training_state, save_checkpoint
 from encoders.training.losses import AlignmentLoss, LossWeights
 from encoders.training.validation import macro_auroc, predict
+from ked.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +262,17 @@ def _resume(
     if not path.is_file():
         log.warning("nothing to resume in %s; starting from scratch", path.parent)
         return {}
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    aligned.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
+    state = load_training_state(path)
+    try:
+        aligned.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot resume this run from it ({one_line(exc)}); resume with the "
+            "options the run was started with, or delete it to train from scratch"
+        ) from exc
     log.info("resuming %s after epoch %d", path.parent, state["epoch"])
     return dict(state)
 

@@ -43,19 +43,14 @@ app.command("encode", rich_help_panel=DIAGNOSIS)(inference_commands.encode)
 app.command("eval", rich_help_panel=DIAGNOSIS)(inference_commands.eval_command)
 app.command("explain", rich_help_panel=DIAGNOSIS)(inference_commands.explain_command)
 
-# Errors that are the user's to fix: shown as one line, exit code 2, no traceback. Named by
-# module, so that start-up imports none of them: an error can only come from a loaded module.
+# Errors that are the user's to fix: shown as one line, exit code 2, the traceback only with
+# -v. Named by module, so that start-up imports none of them: an error can only come from a
+# loaded module. ked's own are `ked.errors.UserError`s.
 USER_ERRORS: tuple[tuple[str, str], ...] = (
-    ("kb_store.connection", "KnowledgeBaseError"),
+    ("ked.errors", "UserError"),
     ("kb_store.jsonl", "ImportFileError"),
     ("knowledge.curated", "PackError"),
     ("ked.config", "ProviderNotConfiguredError"),
-    ("encoders.text.labels", "MissingKnowledgeError"),
-    ("encoders.text.labels", "NotEmbeddedError"),
-    ("encoders.text.spec", "ModelNotFoundError"),
-    ("kb_store.embeddings", "EncoderMismatchError"),
-    ("encoders.ecg.record", "ECGReadError"),
-    ("encoders.training.checkpoint", "CheckpointError"),
     ("builtins", "KeyError"),
     ("builtins", "FileNotFoundError"),
 )
@@ -89,6 +84,7 @@ def main() -> None:
     except Exception as exc:
         if not isinstance(exc, user_error_types()):
             raise
+        logging.getLogger(__name__).info("the error's traceback:", exc_info=exc)
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"error: {message}", err=True)
         raise SystemExit(2) from None
