@@ -53,7 +53,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     labels = pd.read_csv(args.source / "labels.csv")
-    signals = np.load(args.source / "signals_100hz.npy", mmap_mode="r")
+    signals = np.load(args.source / "signals_100hz.npy", mmap_mode="r", allow_pickle=False)
     rows = select(labels, args.n_train, args.min_positives, args.seed)
     sample = labels.iloc[rows]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -197,7 +197,7 @@ def test_export_round_trips_with_sidecar(kb_path: Path, tmp_path: Path, suffix: 
         )
     assert sidecar["encoder_fingerprint"] == expected.fingerprint
     if suffix == ".npy":
-        loaded = np.load(out)
+        loaded = np.load(out, allow_pickle=False)
     elif suffix == ".safetensors":
         with safe_open(str(out), "np") as fh:
             loaded = fh.get_tensor("label_vectors")
@@ -238,7 +238,7 @@ def test_export_no_embed_fails_clearly_and_multi_view_is_the_normalised_mean(
 
 
 def test_cli_embed_rerun_and_sharded_workers(kb_path: Path, tmp_path: Path) -> None:
-    shards = [tmp_path / f"shard{i}.npz" for i in range(2)]
+    shards = [tmp_path / f"shard{i}.safetensors" for i in range(2)]
     for i, shard in enumerate(shards):
         result = ked(
             "--db",

@@ -327,7 +327,7 @@ def test_real_ptbxl_labels_with_a_linear_probe(shared_data: Path, tmp_path: Path
     folder = shared_data / "ptbxl_sample"
     table = pd.read_csv(folder / "labels.csv")
     columns = [c for c in table.columns if c.startswith(("super_class:", "rhythm:"))]
-    signals = np.load(folder / "signals_100hz.npy").astype(np.float32)
+    signals = np.load(folder / "signals_100hz.npy", allow_pickle=False).astype(np.float32)
     spectrum = np.abs(np.fft.rfft(signals, axis=-1))[..., 1:401]
     features = np.log1p(spectrum.reshape(len(signals), 12, 40, 10).mean(-1)).reshape(
         len(signals), -1

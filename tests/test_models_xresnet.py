@@ -113,7 +113,9 @@ def test_registry_errors() -> None:
 
 
 def _ptbxl_superclasses(root: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    signals = np.load(root / "ptbxl_sample" / "signals_100hz.npy", mmap_mode="r")[:n]
+    signals = np.load(
+        root / "ptbxl_sample" / "signals_100hz.npy", mmap_mode="r", allow_pickle=False
+    )[:n]
     labels = pd.read_csv(root / "ptbxl_sample" / "labels.csv").iloc[:n]
     targets = labels.filter(like="super_class:").to_numpy(dtype=np.float32)
     return torch.from_numpy(np.asarray(signals, dtype=np.float32)), torch.from_numpy(targets)

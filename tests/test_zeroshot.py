@@ -174,7 +174,7 @@ def test_cli_encode_writes_vectors_with_record_ids(
             str(out),
         )
         assert result.returncode == 0, result.stderr
-    vectors = np.load(npy)
+    vectors = np.load(npy, allow_pickle=False)
     sidecar = json.loads((tmp_path / "emb.npy.json").read_text())
     assert vectors.shape == (183, 384) and len(sidecar["record_ids"]) == 183
     table = pq.read_table(parquet)

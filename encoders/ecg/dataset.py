@@ -209,7 +209,7 @@ class PreparedCache:
         if self._arrays is None:
             folder = Path(str(self.folder))
             self._arrays = {
-                name.removesuffix(".npy"): np.load(folder / name, mmap_mode="r")
+                name.removesuffix(".npy"): np.load(folder / name, mmap_mode="r", allow_pickle=False)
                 for name in _CACHE_FILES
             }
         return self._arrays

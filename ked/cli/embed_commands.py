@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from encoders.text import (
@@ -45,18 +43,22 @@ def embed(
         str | None, typer.Option(help="I/N: embed shard I of N of the missing texts")
     ] = None,
     shard_out: Annotated[
-        Path | None, typer.Option(help="with --shard: write vectors to this .npz")
+        Path | None, typer.Option(help="with --shard: write vectors to this .safetensors file")
     ] = None,
-    ingest: Annotated[list[Path] | None, typer.Option(help="commit shard .npz files")] = None,
+    ingest: Annotated[
+        list[Path] | None, typer.Option(help="commit shard .safetensors files")
+    ] = None,
 ) -> None:
     """Embed label texts into the cache; only missing texts are embedded."""
+    from encoders.text.shards import ingest_shard
+
     views = view or list(VIEWS)
     read_only = shard is not None
     with open_kb(ctx, read_only=read_only) as kb:
         embedder = Embedder(kb, text, device=device, batch_size=batch_size)
         if ingest:
             for path in ingest:
-                typer.echo(_ingest(embedder, path))
+                typer.echo(f"{path}: {ingest_shard(embedder, path)} vectors committed")
             return
         if labels or vocab:
             entries = label_entries(kb, vocab=vocab, labels=labels or [])
@@ -87,40 +89,17 @@ def embed(
 
 
 def _embed_shard(embedder: Embedder, texts: list[str], shard: str, out: Path | None) -> str:
+    from encoders.text.shards import SUFFIX, embed_shard, write_shard
+
     try:
         index, count = (int(part) for part in shard.split("/"))
     except ValueError:
         raise typer.BadParameter("--shard takes I/N, e.g. 0/4") from None
-    if not 0 <= index < count or out is None:
-        raise typer.BadParameter("--shard I/N needs 0 <= I < N and --shard-out FILE.npz")
-    mine = embedder.missing(texts)[index::count]
-    vectors = (
-        embedder.encoder().encode(mine, embedder.batch_size)
-        if mine
-        else np.zeros((0, 0), np.float32)
-    )
-    np.savez(
-        out,
-        texts=np.array(mine, dtype=object),
-        vectors=vectors,
-        fingerprint=embedder.fingerprint,
-        encoder=json.dumps(embedder.description),
-    )
-    return f"shard {index}/{count}: {len(mine)} texts embedded to {out}"
-
-
-def _ingest(embedder: Embedder, path: Path) -> str:
-    with np.load(path, allow_pickle=True) as shard:
-        if str(shard["fingerprint"]) != embedder.fingerprint:
-            raise typer.BadParameter(
-                f"{path} was made by encoder {str(shard['fingerprint'])[:12]}, "
-                f"not {embedder.fingerprint[:12]}: give the same encoder options"
-            )
-        texts = [str(t) for t in shard["texts"]]
-        vectors = np.asarray(shard["vectors"], dtype=np.float32)
-    if texts:
-        embedder.store(texts, vectors, vectors.shape[1])
-    return f"{path}: {len(texts)} vectors committed"
+    if not 0 <= index < count or out is None or out.suffix != SUFFIX:
+        raise typer.BadParameter(f"--shard I/N needs 0 <= I < N and --shard-out FILE{SUFFIX}")
+    written = embed_shard(embedder, texts, index, count)
+    write_shard(out, written)
+    return f"shard {index}/{count}: {len(written.texts)} texts embedded to {out}"
 
 
 @text_encoder_options()
