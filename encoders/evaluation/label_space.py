@@ -20,12 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.cluster.hierarchy import leaves_list, linkage
-from scipy.spatial.distance import squareform
 
-from encoders.evaluation.plots import plot_similarity_heatmap
-
-if TYPE_CHECKING:  # the text side (and torch) is only needed by callers that build matrices
+# scipy, matplotlib and the text side load where used: the command line reads the threshold.
+if TYPE_CHECKING:
     from encoders.text.labels import LabelMatrix
 
 DEFAULT_THRESHOLD = 0.95
@@ -185,6 +182,9 @@ class LabelSpace:
         """Label indices ordered so that similar labels are adjacent (average linkage)."""
         if len(self.names) < 3:
             return list(range(len(self.names)))
+        from scipy.cluster.hierarchy import leaves_list, linkage
+        from scipy.spatial.distance import squareform
+
         distance = np.clip(1.0 - self.similarity, 0.0, 2.0)
         np.fill_diagonal(distance, 0.0)
         tree = linkage(squareform(distance, checks=False), "average", optimal_ordering=True)
@@ -192,6 +192,8 @@ class LabelSpace:
 
     def write_heatmap(self, path: Path, order: Sequence[int] | None = None) -> Path:
         """A heatmap PNG of the similarity matrix (clustered order unless one is given)."""
+        from encoders.evaluation.plots import plot_similarity_heatmap
+
         index = list(order) if order is not None else self.cluster_order()
         return plot_similarity_heatmap(
             path,

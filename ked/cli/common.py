@@ -8,14 +8,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from tqdm import tqdm
 
-from encoders.training.loop import StepInfo
-from kb_store.store import KnowledgeBase
 from ked.config import Settings
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from encoders.training.loop import StepInfo
+    from kb_store.store import KnowledgeBase
 
 
 @dataclass
@@ -30,6 +33,8 @@ def settings(ctx: typer.Context, **overrides: Any) -> Settings:
 
 
 def open_kb(ctx: typer.Context, *, read_only: bool = False) -> KnowledgeBase:
+    from kb_store.store import KnowledgeBase
+
     return KnowledgeBase(settings(ctx).db, read_only=read_only)
 
 
@@ -39,6 +44,8 @@ def echo_json(data: Any) -> None:
 
 def progress(total: int, desc: str, unit: str = "it") -> tqdm:
     """A progress bar on stderr (hidden when stderr is not a terminal and total is small)."""
+    from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 

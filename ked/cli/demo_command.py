@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from encoders.ecg import open_source
-from encoders.evaluation import BootstrapSettings
-from encoders.explain import plot_explanation
-from encoders.inference.evaluate import EvalConfig, EvalOutcome, evaluate_checkpoint
-from encoders.inference.explain_recording import explain_recording
-from encoders.inference.zeroshot import ZeroShotClassifier
-from encoders.models.ked_model import ModelConfig
-from encoders.text import Embedder, EncoderSpec, label_entries, label_matrix
-from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pretrain
-from encoders.training.data import open_manifest
-from kb_store.store import KnowledgeBase
 from ked.cli.common import CliState, epoch_progress
 from ked.cli.inference_commands import echo_outcome
-from knowledge.curated import import_pack
+
+if TYPE_CHECKING:
+    from encoders.inference.evaluate import EvalOutcome
 
 VOCAB = "ptbxl"
 VIEWS = ("full",)
@@ -44,6 +35,14 @@ def demo(
     zero-shot scores for diagnoses the model never trained on, and compares the knowledge
     view with the bare name.
     """
+    from encoders.evaluation import BootstrapSettings
+    from encoders.inference.evaluate import EvalConfig, evaluate_checkpoint
+    from encoders.models.ked_model import ModelConfig
+    from encoders.text import Embedder, EncoderSpec, label_entries, label_matrix
+    from encoders.training import LoopSettings, PretrainConfig, pretrain
+    from kb_store.store import KnowledgeBase
+    from knowledge.curated import import_pack
+
     started = time.perf_counter()
     state: CliState = ctx.obj or CliState()
     db = state.db or out / "ked.duckdb"
@@ -120,6 +119,14 @@ def _echo_held_out(outcome: EvalOutcome) -> None:
 
 def _explain_one(run: Path, data: str, db: Path, report: Path) -> None:
     """Explain complete LBBB on the first evaluated recording that has it."""
+    from encoders.ecg import open_source
+    from encoders.explain import plot_explanation
+    from encoders.inference.explain_recording import explain_recording
+    from encoders.inference.zeroshot import ZeroShotClassifier
+    from encoders.training import load_checkpoint
+    from encoders.training.data import open_manifest
+    from kb_store.store import KnowledgeBase
+
     manifest = open_manifest(data)
     table = manifest.table
     eval_split = "test" if (table["split"] == "test").any() else "val"

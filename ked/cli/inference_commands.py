@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from encoders.ecg import ECGDataset, Manifest, open_source
-from encoders.evaluation import BootstrapSettings
-from encoders.explain import plot_explanation
-from encoders.inference.embedding import Space, embed_recordings, write_embeddings
-from encoders.inference.evaluate import EvalConfig, EvalOutcome, evaluate_checkpoint
-from encoders.inference.explain_recording import explain_recording
-from encoders.inference.zeroshot import LLMProvider, ZeroShotClassifier, tidy
-from encoders.training import load_checkpoint
-from encoders.training.data import (
-    evaluation_preprocessing,
-    open_manifest,
-    record_label_strings,
-    target_labels,
-)
 from ked.cli.common import open_kb, require_label_source, settings
-from knowledge.llm import LLMSettings
+
+if TYPE_CHECKING:
+    from encoders.ecg import Manifest
+    from encoders.inference.evaluate import EvalOutcome
+    from encoders.inference.zeroshot import LLMProvider
 
 SplitOption = Annotated[str, typer.Option(help="train, val, test or all")]
 
 
 def _records(data: str, split: str) -> Manifest:
+    from encoders.training.data import open_manifest
+
     manifest = open_manifest(data)
     return manifest if split == "all" else manifest.split(split)
 
@@ -52,6 +44,11 @@ def zeroshot(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Score recordings against diagnoses written in words (zero-shot)."""
+    from encoders.ecg import ECGDataset
+    from encoders.inference.zeroshot import ZeroShotClassifier, tidy
+    from encoders.training import load_checkpoint
+    from encoders.training.data import evaluation_preprocessing, record_label_strings, target_labels
+
     require_label_source(vocab, labels)
     if ensemble not in ("vectors", "scores") or out.suffix not in (".csv", ".parquet"):
         raise typer.BadParameter("--ensemble is vectors or scores; --out is .csv or .parquet")
@@ -89,6 +86,11 @@ def encode(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """One vector per recording, with record ids, for downstream tasks."""
+    from encoders.ecg import ECGDataset
+    from encoders.inference.embedding import Space, embed_recordings, write_embeddings
+    from encoders.training import load_checkpoint
+    from encoders.training.data import evaluation_preprocessing
+
     if space not in ("projected", "pooled"):
         raise typer.BadParameter("--space is projected or pooled")
     model = load_checkpoint(checkpoint)
@@ -128,6 +130,9 @@ def eval_command(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Zero-shot evaluation with bootstrap intervals and the knowledge-vs-name ablation."""
+    from encoders.evaluation import BootstrapSettings
+    from encoders.inference.evaluate import EvalConfig, evaluate_checkpoint
+
     require_label_source(vocab, labels)
     outcome = evaluate_checkpoint(
         EvalConfig(
@@ -161,6 +166,8 @@ def echo_outcome(outcome: EvalOutcome) -> None:
 
 
 def _llm(ctx: typer.Context) -> LLMProvider | None:
+    from knowledge.llm import LLMSettings
+
     config = settings(ctx)
     if not config.provider_configured:
         return None
@@ -180,6 +187,13 @@ def explain_command(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Why a recording scores as it does for a diagnosis: criteria, leads, time regions, plot."""
+    from encoders.ecg import open_source
+    from encoders.explain import plot_explanation
+    from encoders.inference.explain_recording import explain_recording
+    from encoders.inference.zeroshot import ZeroShotClassifier
+    from encoders.training import load_checkpoint
+    from encoders.training.data import open_manifest
+
     model = load_checkpoint(checkpoint)
     manifest = open_manifest(data)
     rows = manifest.table.index[manifest.table["record_id"] == record]

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from encoders.evaluation.label_space import (
-    DEFAULT_THRESHOLD,
-    LabelSpace,
-    ViewComparison,
-    compare_views,
-)
-from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
+from encoders.evaluation.label_space import DEFAULT_THRESHOLD
+from encoders.text import EncoderSpec
 from ked.cli.common import open_kb, require_label_source
 from ked.cli.embed_commands import BatchOption, DeviceOption, EmbedMissingOption
 from ked.cli.text_options import text_encoder_options
 from knowledge.views import VIEWS
+
+if TYPE_CHECKING:
+    from encoders.evaluation.label_space import LabelSpace, ViewComparison
+    from encoders.text import LabelEntry
 
 app = typer.Typer(help="Label-space diagnostics: how far apart the label vectors are.")
 
@@ -112,6 +111,9 @@ def similarity(
     embed_missing: EmbedMissingOption = True,
 ) -> None:
     """Cosine similarity of label vectors: the most confusable pairs per view, views compared."""
+    from encoders.evaluation.label_space import LabelSpace, compare_views
+    from encoders.text import Embedder, label_entries, label_matrix
+
     require_label_source(vocab, labels)
     views = _views(view)
     with open_kb(ctx, read_only=not embed_missing) as kb:

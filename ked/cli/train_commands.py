@@ -7,11 +7,7 @@ from typing import Annotated
 
 import typer
 
-from encoders.ecg import Preprocessing
-from encoders.models.ked_model import ModelConfig
 from encoders.text import EncoderSpec
-from encoders.training import LoopSettings, LossWeights, PretrainConfig, pretrain
-from encoders.training.finetune import FinetuneConfig, finetune
 from ked.cli.common import epoch_progress, require_label_source, settings
 from ked.cli.text_options import text_encoder_options
 
@@ -63,6 +59,10 @@ def pretrain_command(
     Multi-GPU or multi-node: launch with torchrun, e.g.
     ``torchrun --nproc_per_node 4 -m ked pretrain ...``.
     """
+    from encoders.ecg import Preprocessing
+    from encoders.models.ked_model import ModelConfig
+    from encoders.training import LoopSettings, LossWeights, PretrainConfig, pretrain
+
     require_label_source(vocab, labels)
     if head not in ("cosine", "decoder"):
         raise typer.BadParameter("--head is cosine or decoder")
@@ -129,6 +129,9 @@ def finetune_command(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Few-shot: adapt a checkpoint with a fraction of the training labels."""
+    from encoders.training import LoopSettings
+    from encoders.training.finetune import FinetuneConfig, finetune
+
     require_label_source(vocab, labels)
     if mode not in ("linear", "full"):
         raise typer.BadParameter("--mode is linear or full")
