@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from encoders.text import (
-    Embedder,
-    EncoderSpec,
-    label_entries,
-    label_matrix,
-    view_texts,
-)
-from encoders.text.export import write_label_matrix
+from encoders.text import EncoderSpec
 from ked.cli.common import open_kb, progress, require_label_source
 from ked.cli.text_options import text_encoder_options
 from knowledge.views import VIEWS
+
+if TYPE_CHECKING:
+    from encoders.text import Embedder
 
 DeviceOption = Annotated[str | None, typer.Option(help="cuda, mps, cpu (default: best available)")]
 BatchOption = Annotated[int, typer.Option(min=1, help="texts per batch")]
@@ -50,6 +46,7 @@ def embed(
     ] = None,
 ) -> None:
     """Embed label texts into the cache; only missing texts are embedded."""
+    from encoders.text import Embedder, label_entries, view_texts
     from encoders.text.shards import ingest_shard
 
     views = view or list(VIEWS)
@@ -117,6 +114,9 @@ def export(
     embed_missing: EmbedMissingOption = True,
 ) -> None:
     """Export the label-vector matrix with a JSON sidecar (labels, codes, encoder, view)."""
+    from encoders.text import Embedder, label_entries, label_matrix
+    from encoders.text.export import write_label_matrix
+
     require_label_source(vocab, labels)
     with open_kb(ctx, read_only=not embed_missing) as kb:
         embedder = Embedder(kb, text, device=device, batch_size=batch_size)
