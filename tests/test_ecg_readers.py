@@ -132,6 +132,30 @@ def test_truncated_wfdb_signal_file_is_refused(tmp_path: Path) -> None:
         read_cinc_record(header)
 
 
+@pytest.mark.parametrize("rate", ["abc", "-500", "0", "nan"])
+def test_malformed_header_sampling_rate_is_an_error_naming_the_file(
+    tmp_path: Path, rate: str
+) -> None:
+    header = _copy_record("A1041", tmp_path)
+    lines = header.read_text().splitlines()
+    fields = lines[0].split()
+    fields[2] = rate
+    header.write_text("\n".join([" ".join(fields), *lines[1:]]) + "\n")
+
+    with pytest.raises(ECGReadError, match=f"sampling rate '{rate}' on the header") as info:
+        read_cinc_record(header)
+    assert info.value.path == str(header)
+    skipped: list[SkippedRecord] = []
+    assert list(CinCSource(tmp_path).iter_records(skipped)) == []
+    assert [(s.record_id, s.path) for s in skipped] == [("A1041", str(header))]
+
+
+def test_header_rate_with_a_counter_frequency_is_read(tmp_path: Path) -> None:
+    header = _copy_record("A1041", tmp_path)
+    header.write_text(header.read_text().replace(" 500 8500 ", " 500/1000(0) 8500 ", 1))
+    assert read_cinc_record(header).fs == 500.0
+
+
 def test_missing_header_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ECGReadError, match="header not found"):
         read_cinc_record(tmp_path / "absent.hea")

@@ -8,6 +8,7 @@ corrected in a temporary copy before reading.
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ def read_wfdb_signal(path: str | Path) -> WFDBSignal:
     header = Path(path).with_suffix(".hea")
     if not header.is_file():
         raise ECGReadError(header, "WFDB header not found")
+    _check_declared_rate(header)
     record = _rdrecord(header)
     if record.p_signal is None or record.sig_name is None:
         raise ECGReadError(header, "WFDB record has no signals")
@@ -75,6 +77,31 @@ def read_wfdb_signal(path: str | Path) -> WFDBSignal:
         leads=tuple(record.sig_name),
         comments=tuple(record.comments or ()),
     )
+
+
+def _check_declared_rate(header: Path) -> None:
+    """Refuse a record line whose sampling-rate field is not a positive number.
+
+    wfdb reads an unparsable rate (``abc``, ``-500``) as its default of 250 Hz; an absent field
+    is WFDB's documented default and stays allowed. The field may carry a counter frequency
+    (``360/1000(0)``).
+    """
+    text = header.read_text(encoding="ascii", errors="ignore")
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    record_line = next((f for f in lines if not f[0].startswith("#")), [])
+    if len(record_line) < 3:
+        return
+    declared = record_line[2]
+    try:
+        rate = float(declared.split("/")[0])
+    except ValueError:
+        rate = math.nan
+    if not (math.isfinite(rate) and rate > 0):
+        raise ECGReadError(
+            header,
+            f"sampling rate {declared!r} on the header's record line is not a positive "
+            "number of Hz",
+        )
 
 
 def _rdrecord(header: Path) -> wfdb.Record:
