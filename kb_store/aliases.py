@@ -51,3 +51,15 @@ def record_aliases(record: DiagnosisKnowledge, extra_labels: Iterable[str] = ())
     aliases += [("snomed_ct", c, "snomed_ct") for c in record.codes.snomed_ct]
     aliases += [("scp_ecg", c, "scp_ecg") for c in record.codes.scp_ecg]
     return aliases
+
+
+def refers_to(record: DiagnosisKnowledge, label: str, known_names: Iterable[str] = ()) -> bool:
+    """True when ``record`` is about the diagnosis ``label`` asks for.
+
+    Its name, a synonym or a code must be what the label looks up (:func:`lookup_plan`), or
+    one of ``known_names`` (the aliases the knowledge base already has for that diagnosis).
+    """
+    own = {(namespace, normalize_name(alias)) for namespace, alias, _ in record_aliases(record)}
+    wanted = {(ns, key) for namespaces, key in lookup_plan(label) for ns in namespaces}
+    wanted |= {(NAMES, normalize_name(name)) for name in known_names}
+    return not own.isdisjoint(wanted)

@@ -76,6 +76,8 @@ def _rekey_names(con: duckdb.DuckDBPyConnection) -> None:
     diagnoses = con.execute(
         "SELECT id, name, category, created_at FROM diagnoses ORDER BY id"
     ).fetchall()
+    if not diagnoses:
+        return  # a new knowledge base: nothing to re-key
     owner_of_key: dict[str, str] = {}
     for _, name, _, _ in diagnoses:
         key = normalize_name(name)
@@ -240,6 +242,10 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
                 [version, description],
             )
         log.info("knowledge base migrated to schema version %d: %s", version, description)
+    if before < LATEST_VERSION:
+        # DuckDB cannot replay a write-ahead log that drops a table holding a foreign key
+        # without downloading an extension: write the migrated schema into the file now.
+        con.execute("CHECKPOINT")
     return before
 
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -28,6 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from kb_store.aliases import refers_to
 from knowledge.prompting import KnowledgePrompts
 from knowledge.schema import DiagnosisKnowledge, format_validation_errors
 
@@ -159,6 +161,21 @@ def parse_record(text: str) -> DiagnosisKnowledge:
         raise ValueError("\n".join(format_validation_errors(exc))) from None
 
 
+class WrongDiagnosisError(ValueError):
+    """A valid record about another diagnosis than the one asked for."""
+
+
+def _check_subject(
+    record: DiagnosisKnowledge, label: str, known_names: Sequence[str]
+) -> DiagnosisKnowledge:
+    if not refers_to(record, label, known_names):
+        raise WrongDiagnosisError(
+            f"the record is about {record.name!r}, not {label!r}: write the record for "
+            f"{label!r}, with {label!r} as its name or among its synonyms"
+        )
+    return record
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         return True
@@ -202,6 +219,7 @@ class KnowledgeClient:
             max_retries=0,  # tenacity below owns retries
         )
         self._mode = OutputMode.JSON_SCHEMA
+        self.mode_changes: list[str] = []  # each fallback and the server's reason
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._backoff = wait_random_exponential(
             multiplier=settings.backoff_s, max=settings.retry_max_wait_s
@@ -219,11 +237,14 @@ class KnowledgeClient:
         """Remove the API key from text bound for logs, errors or the database."""
         return text.replace(self._secret, "[redacted]") if self._secret else text
 
-    async def generate(self, label: str, context: str | None = None) -> Generated:
-        """Knowledge for one label; raises :class:`GenerationError` when it cannot."""
-        return await self._generate(label, context)
+    async def generate(
+        self, label: str, context: str | None = None, *, known_names: Sequence[str] = ()
+    ) -> Generated:
+        """Knowledge for one label; raises :class:`GenerationError` when it cannot.
 
-    async def _generate(self, label: str, context: str | None) -> Generated:
+        The record must be about ``label``: its name or a synonym is the label or one of
+        ``known_names`` (the diagnosis's aliases already stored), else it is sent back.
+        """
         system, user = self.prompts.system, self.prompts.user(label, context)
         messages: list[dict[str, str]] = [
             {"role": "system", "content": system.text},
@@ -232,17 +253,24 @@ class KnowledgeClient:
         for repair in range(self.settings.max_repairs + 1):
             raw, mode = await self._complete(label, messages, attempt=repair + 1)
             try:
-                record = parse_record(raw)
+                record = _check_subject(parse_record(raw), label, known_names)
             except ValueError as exc:
+                kind = (
+                    "wrong_diagnosis" if isinstance(exc, WrongDiagnosisError) else "invalid_output"
+                )
                 errors = str(exc).splitlines()
                 log.info(
-                    "answer for %r invalid (%d errors), attempt %d", label, len(errors), repair + 1
+                    "answer for %r rejected (%s, %d errors), attempt %d",
+                    label,
+                    kind,
+                    len(errors),
+                    repair + 1,
                 )
                 if repair == self.settings.max_repairs:
                     raise GenerationError(
-                        "invalid_output",
+                        kind,
                         f"no valid record after {repair + 1} answers: " + "; ".join(errors[:10]),
-                        raw_response=raw,
+                        raw_response=self.redact(raw),
                         attempt=repair + 1,
                     ) from None
                 messages = [
@@ -261,7 +289,7 @@ class KnowledgeClient:
                     "repair": self.prompts.templates.source_sha256(self.prompts.REPAIR),
                 },
             }
-            return Generated(label, record, raw, mode, repair, params)
+            return Generated(label, record, self.redact(raw), mode, repair, params)
         raise AssertionError("unreachable")
 
     async def _complete(
@@ -280,6 +308,7 @@ class KnowledgeClient:
                     if self._mode == mode:
                         log.warning("server refused %s output; falling back to %s", mode, fallback)
                         self._mode = fallback
+                        self.mode_changes.append(f"{mode} -> {fallback}: HTTP {exc.status_code}")
                     continue
                 raise self._error(exc, attempt) from None
             except (openai.APIConnectionError, openai.OpenAIError) as exc:

@@ -32,7 +32,7 @@ def llm_env(server: LoopbackOpenAI, db: Path) -> dict[str, str]:
     return {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-cli", "KED_DB": str(db)}
 
 
-def test_generate_command_summary_and_exit_codes(db_path: Path) -> None:
+def test_generate_command_accounts_for_every_label_and_exit_codes(db_path: Path) -> None:
     def script(request: Request) -> Reply:
         return (
             Reply(401, error="bad key") if request.label == "test broken" else answer(request.label)
@@ -41,14 +41,31 @@ def test_generate_command_summary_and_exit_codes(db_path: Path) -> None:
     with LoopbackOpenAI(script) as server:
         ok = ked("knowledge", "generate", "test a", "test b", env=llm_env(server, db_path))
         assert ok.returncode == 0, ok.stderr
-        assert "generated 2, skipped 0, failed 0; 2 requests" in ok.stdout
-        assert "300 tokens" in ok.stdout
-        bad = ked("knowledge", "generate", "test a", "test broken", env=llm_env(server, db_path))
+        assert "stored     test a: test a v1\nstored     test b: test b v1\n" in ok.stdout
+        assert "stored 2, already present 0, duplicates 0, failed 0; 2 requests" in ok.stdout
+        assert "300 tokens" in ok.stdout and "output mode: json_schema\n" in ok.stdout
+        args = ("knowledge", "generate", "test a", "test broken", "TEST-A", "心衰")
+        bad = ked(*args, env=llm_env(server, db_path))
     assert bad.returncode == 1
-    assert "generated 0, skipped 1, failed 1" in bad.stdout
-    assert "failed: test broken" in bad.stderr
+    lines = bad.stdout.splitlines()
+    assert lines[:4] == [
+        "present    test a: test a",
+        "failed     test broken: http_401: AuthenticationError: Error code: 401 - bad key",
+        "duplicate  TEST-A: same as 'test a'",
+        "stored     心衰: 心衰 v1",
+    ]
+    assert "stored 1, already present 1, duplicates 1, failed 1" in bad.stdout
+    assert "1 of 4 labels failed (details: 'ked kb failures --run 2')" in bad.stderr
     failures = ked("kb", "failures", "--json", env={"KED_DB": str(db_path)}, check=True)
     assert json.loads(failures.stdout)[0]["error_kind"] == "http_401"
+
+
+def test_blank_labels_are_a_usage_error_before_any_request(db_path: Path) -> None:
+    with LoopbackOpenAI() as server:
+        result = ked("knowledge", "generate", "test a", "  ", env=llm_env(server, db_path))
+        assert server.requests == []
+    assert result.returncode == 2
+    assert "blank label '  '" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_generate_without_provider_is_a_clear_error(tmp_path: Path) -> None:
@@ -92,7 +109,7 @@ def test_killed_run_resumes_without_duplicates_or_partial_rows(db_path: Path) ->
         result = ked("knowledge", "generate", *labels, env=env)
         assert result.returncode == 0, result.stderr
         assert len(server.requests) - requests_before == len(labels) - len(stored)
-        assert f"skipped {len(stored)}" in result.stdout
+        assert f"already present {len(stored)}," in result.stdout
 
     with KnowledgeBase(db_path, read_only=True) as kb:
         rows = kb.con.execute(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kb_store.store import KnowledgeBase
-from knowledge.generate import GenerationSummary, generate_knowledge
+from knowledge.generate import GenerationSummary, LabelError, generate_knowledge
 from knowledge.llm import KnowledgeClient, LLMSettings, OutputMode
 from tests.support.openai_server import LoopbackOpenAI, Reply, Request, answer, valid_record
 
@@ -87,6 +87,11 @@ def test_rerun_sends_no_request_and_force_makes_a_new_version(db_path: Path) -> 
         again = run(db_path, server, [*labels, "TEST-diagnosis a"])
         assert len(server.requests) == 2
         assert sorted(again.skipped) == labels and not again.generated
+        assert [(r.status, r.detail) for r in again.results] == [
+            ("present", "test diagnosis a"),
+            ("present", "test diagnosis b"),
+            ("duplicate", "same as 'test diagnosis a'"),
+        ]
         forced = run(db_path, server, labels[:1], force=True)
         assert forced.generated == labels[:1] and len(server.requests) == 3
     with KnowledgeBase(db_path, read_only=True) as kb:
@@ -275,3 +280,96 @@ def test_api_key_never_reaches_database_or_logs(
         assert "key Bearer [redacted]" in str(
             kb.con.execute("SELECT raw_response FROM knowledge").fetchall()
         )
+
+
+def test_answer_about_another_diagnosis_is_sent_back_then_recorded_as_failure(
+    db_path: Path,
+) -> None:
+    def other_diagnosis(request: Request) -> Reply | None:
+        if request.label == "early repolarization" or request.nth == 1:
+            return answer("acute myocardial infarction")
+        return None
+
+    with LoopbackOpenAI(scripted(other_diagnosis)) as server:
+        summary = run(db_path, server, ["early repolarization", "test diagnosis a"])
+    assert summary.failed == ["early repolarization"]
+    assert summary.generated == ["test diagnosis a"]
+    repair = server.requests_for("test diagnosis a")[1].last_user_message
+    assert "about 'acute myocardial infarction', not 'test diagnosis a'" in repair
+    assert len(server.requests_for("early repolarization")) == 3
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        assert kb.resolve("early repolarization") is None
+        assert kb.resolve("acute myocardial infarction") is None
+        (failure,) = kb.failures(summary.run_id)
+        assert failure.error_kind == "wrong_diagnosis" and failure.attempt == 3
+        assert "not 'early repolarization'" in failure.message
+
+
+def test_a_synonym_or_a_stored_alias_of_the_requested_diagnosis_is_accepted(
+    db_path: Path,
+) -> None:
+    def standard_name(request: Request) -> Reply:
+        record = valid_record("test standard name")
+        if request.label == "TSN":
+            record["synonyms"] = ["tsn"]
+        return Reply(content=json.dumps(record))
+
+    with LoopbackOpenAI(standard_name) as server:
+        first = run(db_path, server, ["TSN"])
+        # regenerating under another stored alias: the record's name is one the base knows
+        forced = run(db_path, server, ["tsn"], force=True)
+    assert first.generated == ["TSN"] and forced.generated == ["tsn"]
+    assert len(server.requests) == 2
+
+
+def test_labels_in_any_script_each_get_their_own_diagnosis(db_path: Path) -> None:
+    labels = ["Ünïcødé", "unicde", "心衰", "心悸", "синусовая тахикардия"]
+    with LoopbackOpenAI() as server:
+        summary = run(db_path, server, labels)
+    assert summary.generated == labels and len(server.requests) == len(labels)
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        found = [kb.resolve(label) for label in labels]
+        assert [d.name if d else None for d in found] == labels
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t", "--"])
+def test_blank_labels_are_refused_before_any_request(db_path: Path, blank: str) -> None:
+    with LoopbackOpenAI() as server:
+        with pytest.raises(LabelError, match="blank label"):
+            run(db_path, server, ["test diagnosis a", blank])
+        assert server.requests == []
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        assert list(kb.runs()) == []
+
+
+def test_each_record_commits_as_soon_as_it_validates(db_path: Path) -> None:
+    """Repairs do not queue behind every other label's first attempt."""
+
+    def needs_one_repair(request: Request) -> Reply | None:
+        return Reply(content="not yet", delay_s=0.05) if request.nth == 1 else None
+
+    labels = [f"test diagnosis {i:02d}" for i in range(12)]
+
+    async def go() -> None:
+        client = KnowledgeClient(settings(server, concurrency=2), api_key=SECRET)
+        with KnowledgeBase(db_path) as kb:
+            task = asyncio.create_task(generate_knowledge(kb, client, labels))
+            while server.served < 8:
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await client.aclose()
+
+    with LoopbackOpenAI(scripted(needs_one_repair), latency_s=0.05) as server:
+        asyncio.run(go())
+        assert server.served < 2 * len(labels)
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        stored = kb.con.execute("SELECT count(*) FROM knowledge").fetchone()
+        (run_row,) = kb.runs()
+    # 8 answers: 4 first attempts and 4 repairs, so at least the first labels are in
+    assert stored is not None and stored[0] >= 2
+    assert run_row["status"] == "interrupted"
+    results = json.loads(run_row["summary"])["results"]
+    assert len(results) == len(labels)
+    assert {r["status"] for r in results} <= {"stored", "interrupted"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -65,6 +67,12 @@ def _schema_2_database(path: Path) -> None:
 
 def test_migration_rekeys_aliases_and_restores_names_in_other_scripts(db_path: Path) -> None:
     _schema_2_database(db_path)
+    # migrated by a process that dies at once: the migration must survive without its log
+    code = (
+        "import os; from kb_store.store import KnowledgeBase; "
+        f"kb = KnowledgeBase({str(db_path)!r}); os.kill(os.getpid(), 9)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
     with KnowledgeBase(db_path) as kb:
         assert kb.con.execute("SELECT max(version) FROM schema_migrations").fetchone() == (
             LATEST_VERSION,

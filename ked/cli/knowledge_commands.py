@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kb_store.store import KnowledgeBase
 from ked.cli.common import open_kb, progress, settings
-from knowledge.curated import import_pack
-from knowledge.generate import GenerationSummary, generate_knowledge
-from knowledge.llm import KnowledgeClient, LLMSettings
+
+if TYPE_CHECKING:
+    from kb_store.store import KnowledgeBase
+    from knowledge.generate import GenerationSummary
+    from knowledge.llm import LLMSettings
 
 app = typer.Typer(help="Generate knowledge with an LLM, or import the curated pack.")
+
+_DETAIL_CHARS = 160  # a failure's reason on the account line; 'ked kb failures' has it whole
 
 
 @app.command()
 def generate(
     ctx: typer.Context,
     labels: Annotated[list[str] | None, typer.Argument(help="diagnosis names or codes")] = None,
-    file: Annotated[Path | None, typer.Option(help="a file of labels, one per line")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="a file of labels, one per line (blank lines skipped)")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="LLM model (env KED_MODEL)")] = None,
     base_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
@@ -32,13 +37,24 @@ def generate(
     max_repairs: Annotated[int, typer.Option(min=0, help="re-asks after invalid output")] = 2,
     force: Annotated[bool, typer.Option(help="regenerate even where knowledge exists")] = False,
 ) -> None:
-    """Generate structured knowledge for diagnoses; skips those that already have it."""
+    """Generate structured knowledge for diagnoses; skips those that already have it.
+
+    Prints what became of every label (stored, present, duplicate or failed with the reason)
+    and the output mode the server ended up with; exits 1 when any label failed.
+    """
+    from knowledge.generate import LabelError, check_labels
+    from knowledge.llm import LLMSettings
+
     wanted = list(labels or [])
     if file is not None:
-        wanted += [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
-    wanted = [label for label in wanted if label]
+        lines = file.read_text(encoding="utf-8").splitlines()
+        wanted += [line for line in lines if line.strip()]
     if not wanted:
         raise typer.BadParameter("give at least one label, or --file")
+    try:
+        check_labels(wanted)
+    except LabelError as exc:
+        raise typer.BadParameter(str(exc)) from None
     config = settings(ctx, base_url=base_url, llm_model=model)
     config.require_provider()
     llm = LLMSettings(
@@ -51,31 +67,50 @@ def generate(
     )
     with open_kb(ctx) as kb:
         summary = asyncio.run(_run(kb, llm, config.api_key, wanted, force))
-    typer.echo(
-        f"generated {len(summary.generated)}, skipped {len(summary.skipped)}, "
-        f"failed {len(summary.failed)}; {summary.requests} requests "
-        f"({summary.retries} retries), {summary.prompt_tokens + summary.completion_tokens} tokens "
-        f"({summary.prompt_tokens} prompt, {summary.completion_tokens} completion), "
-        f"{summary.wall_s:.1f} s (run {summary.run_id})"
-    )
-    for label in summary.failed:
-        typer.echo(f"failed: {label} (see 'ked kb failures --run {summary.run_id}')", err=True)
+    _echo_account(summary)
     if not summary.ok:
+        typer.echo(
+            f"{len(summary.failed)} of {len(summary.results)} labels failed "
+            f"(details: 'ked kb failures --run {summary.run_id}')",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
 async def _run(
     kb: KnowledgeBase, llm: LLMSettings, api_key: str | None, labels: list[str], force: bool
 ) -> GenerationSummary:
+    from knowledge.generate import generate_knowledge
+    from knowledge.llm import KnowledgeClient
+
     client = KnowledgeClient(llm, api_key=api_key)
     bar = progress(len(labels), "knowledge", unit="label")
     try:
         return await generate_knowledge(
-            kb, client, labels, force=force, on_progress=lambda _label, _outcome: bar.update()
+            kb, client, labels, force=force, on_progress=lambda _label, _status: bar.update()
         )
     finally:
         bar.close()
         await client.aclose()
+
+
+def _echo_account(summary: GenerationSummary) -> None:
+    """One line per requested label, then the totals and the server's output mode."""
+    for result in summary.results:
+        detail = " ".join(result.detail.split())
+        if len(detail) > _DETAIL_CHARS:
+            detail = detail[: _DETAIL_CHARS - 3] + "..."
+        typer.echo(f"{result.status:<9}  {result.label}" + (f": {detail}" if detail else ""))
+    tokens = summary.prompt_tokens + summary.completion_tokens
+    typer.echo(
+        f"stored {len(summary.generated)}, already present {len(summary.skipped)}, "
+        f"duplicates {len(summary.labels('duplicate'))}, failed {len(summary.failed)}; "
+        f"{summary.requests} requests ({summary.retries} retries), {tokens} tokens "
+        f"({summary.prompt_tokens} prompt, {summary.completion_tokens} completion), "
+        f"{summary.wall_s:.1f} s (run {summary.run_id})"
+    )
+    changes = f" (after {'; '.join(summary.mode_changes)})" if summary.mode_changes else ""
+    typer.echo(f"output mode: {summary.output_mode}{changes}")
 
 
 @app.command("import-pack")
@@ -84,6 +119,8 @@ def import_pack_command(
     vocab: Annotated[str | None, typer.Option(help="only this vocabulary's diagnoses")] = None,
 ) -> None:
     """Import the curated knowledge pack (idempotent)."""
+    from knowledge.curated import import_pack
+
     with open_kb(ctx) as kb:
         result = import_pack(kb, vocabulary=vocab)
     typer.echo(
