@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from encoders.text.embed import Embedder, EmbedSummary, Progress
 from kb_store.embeddings import text_sha256
@@ -20,6 +19,9 @@ from kb_store.store import KnowledgeBase
 from ked.errors import UserError
 from knowledge.views import check_view, render_view, view_template_sha256
 from knowledge.vocab import load_vocabulary
+
+if TYPE_CHECKING:  # torch loads only for training code's tensor(): cached runs never need it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,8 @@ class LabelMatrix:
 
     def tensor(self) -> torch.Tensor:
         """The (labels, dim) matrix as a float32 tensor, for training code."""
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(self.vectors, dtype=np.float32))
 
     def sidecar(self) -> dict[str, Any]:
