@@ -9,9 +9,7 @@ from typing import Annotated
 
 import typer
 
-from kb_store.jsonl import entry, export_jsonl, import_jsonl
 from ked.cli.common import echo_json, open_kb
-from knowledge.views import render_view
 
 app = typer.Typer(help="Inspect, export and import the knowledge base.")
 
@@ -48,6 +46,9 @@ def show(
     history: Annotated[bool, typer.Option(help="every version, not just the current")] = False,
 ) -> None:
     """One diagnosis: its knowledge, names, codes and provenance."""
+    from kb_store.jsonl import entry
+    from knowledge.views import render_view
+
     with open_kb(ctx, read_only=True) as kb:
         diagnosis = kb.resolve(name)
         if diagnosis is None:
@@ -93,6 +94,8 @@ def export_command(
     all_versions: Annotated[bool, typer.Option(help="every version, not just current")] = False,
 ) -> None:
     """Export knowledge with provenance as JSON Lines."""
+    from kb_store.jsonl import export_jsonl
+
     with open_kb(ctx, read_only=True) as kb:
         count = export_jsonl(kb, out, all_versions=all_versions)
     typer.echo(f"wrote {count} records to {out}")
@@ -104,6 +107,8 @@ def import_command(
     file: Annotated[Path, typer.Argument(help="a .jsonl file from 'ked kb export'")],
 ) -> None:
     """Import JSON Lines knowledge (validated; idempotent)."""
+    from kb_store.jsonl import import_jsonl
+
     with open_kb(ctx) as kb:
         result = import_jsonl(kb, file)
     typer.echo(f"imported {result.added} records, {result.unchanged} unchanged")
