@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import openai
 from pydantic import ValidationError
@@ -31,6 +31,7 @@ from tenacity import (
 
 from kb_store.aliases import refers_to
 from knowledge.prompting import KnowledgePrompts
+from knowledge.redaction import Redactor, redact_logs, redact_url, split_base_url
 from knowledge.schema import DiagnosisKnowledge, format_validation_errors
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,6 @@ class Generated:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def redact_url(url: str) -> str:
-    """Drop user and password from a URL."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def extract_json(text: str) -> Any:
     """The first JSON object in ``text`` (which may hold prose or Markdown fences around it)."""
     text = text.strip()
@@ -211,10 +204,18 @@ class KnowledgeClient:
         self.settings = settings
         self.prompts = prompts or KnowledgePrompts()
         self.usage = Usage()
-        self._secret = api_key or ""
+        self.redact = Redactor.for_server(settings.base_url, api_key)
+        redact_logs(self.redact)
+        address = split_base_url(settings.base_url)
         self._client = openai.AsyncOpenAI(
             api_key=api_key or "not-needed",
-            base_url=settings.base_url,
+            base_url=address.url,
+            default_query=address.query or None,
+            http_client=(
+                openai.DefaultAsyncHttpxClient(auth=address.basic_auth)
+                if address.basic_auth
+                else None
+            ),
             timeout=settings.timeout_s,
             max_retries=0,  # tenacity below owns retries
         )
@@ -232,10 +233,6 @@ class KnowledgeClient:
     def mode(self) -> OutputMode:
         """The output mode the server is currently asked for."""
         return self._mode
-
-    def redact(self, text: str) -> str:
-        """Remove the API key from text bound for logs, errors or the database."""
-        return text.replace(self._secret, "[redacted]") if self._secret else text
 
     async def generate(
         self, label: str, context: str | None = None, *, known_names: Sequence[str] = ()

@@ -68,6 +68,19 @@ def test_blank_labels_are_a_usage_error_before_any_request(db_path: Path) -> Non
     assert "blank label '  '" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_verbose_logs_and_output_never_show_credentials_of_the_base_url(db_path: Path) -> None:
+    password, query_key = "url-pass-5e6f7a8b", "query-key-1a2b3c4d"
+    with LoopbackOpenAI() as server:
+        url = server.base_url.replace("http://", f"http://user:{password}@")
+        env = {**llm_env(server, db_path), "OPENAI_BASE_URL": f"{url}?key={query_key}"}
+        result = ked("-v", "-v", "knowledge", "generate", "test a", env=env)
+        assert server.requests[0].path.endswith(f"?key={query_key}")
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG openai" in result.stderr and "INFO httpx" in result.stderr
+    output = result.stdout + result.stderr
+    assert password not in output and query_key not in output and "sk-cli" not in output
+
+
 def test_generate_without_provider_is_a_clear_error(tmp_path: Path) -> None:
     result = ked(
         "--db", str(tmp_path / "kb.duckdb"), "knowledge", "generate", "atrial fibrillation"

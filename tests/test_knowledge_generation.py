@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import threading
@@ -373,3 +374,43 @@ def test_each_record_commits_as_soon_as_it_validates(db_path: Path) -> None:
     results = json.loads(run_row["summary"])["results"]
     assert len(results) == len(labels)
     assert {r["status"] for r in results} <= {"stored", "interrupted"}
+
+
+URL_USER, URL_PASSWORD, QUERY_KEY = "ked-user", "url-pass-5e6f7a8b", "query-key-1a2b3c4d"
+
+
+def with_credentials(server: LoopbackOpenAI) -> str:
+    url = server.base_url.replace("http://", f"http://{URL_USER}:{URL_PASSWORD}@")
+    return url + f"?api-key={QUERY_KEY}"
+
+
+def test_credentials_in_the_base_url_reach_the_server_but_no_log_error_or_row(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    basic = base64.b64encode(f"{URL_USER}:{URL_PASSWORD}".encode()).decode()
+
+    def echo(request: Request) -> Reply:
+        told = f"{request.headers['authorization']} {request.path}"
+        if request.label == "test leak":
+            return Reply(400, error=f"bad request {told}")
+        return Reply(content=f"{told} " + json.dumps(valid_record(request.label)))
+
+    caplog.set_level(logging.DEBUG)
+    with LoopbackOpenAI(echo) as server:
+        summary = run(
+            db_path, server, ["test leak", "test echo"], base_url=with_credentials(server)
+        )
+        assert server.requests[0].headers["authorization"] == f"Basic {basic}"
+        assert server.requests[0].path == f"/v1/chat/completions?api-key={QUERY_KEY}"
+    assert summary.failed == ["test leak"] and summary.generated == ["test echo"]
+    assert "HTTP Request: POST" in caplog.text  # httpx's own log line was captured
+    secrets = (URL_PASSWORD, QUERY_KEY, basic, SECRET)
+    assert not [s for s in secrets if s in caplog.text]
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        for (table,) in kb.con.execute("SHOW TABLES").fetchall():
+            dump = str(kb.con.execute(f"SELECT * FROM {table}").fetchall())
+            assert not [s for s in secrets if s in dump], table
+        assert "Basic [redacted]" in kb.failures()[0].message
+        stored = kb.current_many([d.id for d, _, _ in kb.diagnoses()])
+        (provenance,) = [k.provenance for k in stored.values()]
+        assert provenance.params["base_url"] == server.base_url + "?api-key=[redacted]"

@@ -30,6 +30,7 @@ class Request:
     response_format: str  # "json_schema", "json_object" or "none"
     body: dict[str, Any]
     headers: dict[str, str]
+    path: str = ""  # the request target, query included
 
     @property
     def last_user_message(self) -> str:
@@ -128,14 +129,14 @@ class LoopbackOpenAI:
         self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
-    def _record(self, body: dict[str, Any], headers: dict[str, str]) -> Request:
+    def _record(self, body: dict[str, Any], headers: dict[str, str], path: str) -> Request:
         first_user = next(m["content"] for m in body["messages"] if m["role"] == "user")
         match = _LABEL.search(first_user)
         label = match[1].strip() if match else "?"
         fmt = (body.get("response_format") or {}).get("type", "none")
         with self._lock:
             self._counts[label] += 1
-            request = Request(label, self._counts[label], fmt, body, headers)
+            request = Request(label, self._counts[label], fmt, body, headers, path)
             self.requests.append(request)
         return request
 
@@ -144,7 +145,7 @@ class LoopbackOpenAI:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                method = lines[0].split(" ")[0]
+                method, path = lines[0].split(" ")[:2]
                 headers = {
                     k.strip().lower(): v.strip()
                     for k, _, v in (line.partition(":") for line in lines[1:] if line)
@@ -153,7 +154,8 @@ class LoopbackOpenAI:
                 if method == "GET":
                     status, extra, payload = 200, {}, {"requests": len(self.requests)}
                 else:
-                    status, extra, payload = await self._answer(json.loads(raw or b"{}"), headers)
+                    body = json.loads(raw or b"{}")
+                    status, extra, payload = await self._answer(body, headers, path)
                 data = json.dumps(payload).encode()
                 head_out = [f"HTTP/1.1 {status} X", "content-type: application/json"]
                 head_out += [f"content-length: {len(data)}"]
@@ -168,9 +170,9 @@ class LoopbackOpenAI:
             writer.close()
 
     async def _answer(
-        self, body: dict[str, Any], headers: dict[str, str]
+        self, body: dict[str, Any], headers: dict[str, str], path: str
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
-        request = self._record(body, headers)
+        request = self._record(body, headers, path)
         reply = await asyncio.to_thread(self.responder, request)
         await asyncio.sleep(self.latency_s + reply.delay_s)
         if reply.status == 200:
