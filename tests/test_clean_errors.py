@@ -8,12 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from encoders.ecg import Preprocessing
-from encoders.models.ked_model import KedModel, ModelConfig
-from encoders.text import LabelEntry
-from encoders.training.checkpoint import save_checkpoint
+from tests.support.checkpoints import untrained_checkpoint
 from tests.support.cli import run_ked
 
 
@@ -89,19 +85,7 @@ def test_a_reader_holding_the_file_is_named_as_a_reader(
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
-    """A real (untrained) small ked checkpoint."""
-    config = ModelConfig(encoder="xresnet1d_small", text_dim=8)
-    entries = [LabelEntry("AFIB", "AFIB", "AFIB", None, None)]
-    path = tmp_path / "run" / "best.safetensors"
-    save_checkpoint(
-        path,
-        KedModel(config),
-        torch.randn(1, 8),
-        entries,
-        Preprocessing(),
-        {"views": ["name"], "text_encoder": {}},
-    )
-    return path
+    return untrained_checkpoint(tmp_path / "run" / "best.safetensors")
 
 
 def test_truncated_or_damaged_checkpoint_is_one_line(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from encoders.ecg import (
     ECGDataset,
+    ECGReadError,
     Manifest,
     Preprocessing,
     SkippedRecord,
@@ -24,6 +27,9 @@ from encoders.ecg import (
     sample_data_dir,
     seeded_split,
 )
+from encoders.training.data import open_manifest
+from tests.support.checkpoints import untrained_checkpoint
+from tests.support.cli import run_ked
 
 TARGETS = ("sinus rhythm", "atrial fibrillation", "sinus tachycardia")
 NAMES = {
@@ -70,7 +76,7 @@ def test_scan_reports_the_corrupt_record_and_keeps_the_others(
     np.testing.assert_array_equal(dataset.targets, [[0, 1, 0], [1, 0, 0]])
 
 
-def test_manifest_round_trip_without_rescanning(
+def test_manifest_round_trip(
     sample_manifest: Manifest, cinc_with_corrupt_record: Path, tmp_path: Path
 ) -> None:
     cinc = Manifest.scan(f"cinc2021:{cinc_with_corrupt_record}")
@@ -78,10 +84,8 @@ def test_manifest_round_trip_without_rescanning(
     path = both.save(tmp_path / "manifest.parquet")
 
     loaded = Manifest.load(path)
-    reopened = Manifest.open("cinc2021:/no/such/folder", path)  # would fail if it rescanned
 
     pd.testing.assert_frame_equal(loaded.table, both.table)
-    pd.testing.assert_frame_equal(reopened.table, both.table)
     row = loaded.table.iloc[0]
     assert (row["spec"], row["dataset"], row["fs"], row["n_samples"]) == (
         "sample",
@@ -90,17 +94,127 @@ def test_manifest_round_trip_without_rescanning(
         1000,
     )
     assert len(row["leads"]) == 12 and row["split"] in {"train", "val"}
+    assert Path(row["files"][0]).name == "ptbxl_400.npz" and row["sizes"][0] > 0
     assert loaded.table["record_id"].iloc[-3:].tolist() == ["A1041", "A9999", "HR06002"]
+    assert [Path(f).name for f in loaded.table["files"].iloc[-1]] == ["HR06002.hea", "HR06002.mat"]
 
 
-def test_manifest_open_scans_once(cinc_with_corrupt_record: Path, tmp_path: Path) -> None:
+def test_manifest_open_reads_nothing_again_while_nothing_changed(
+    cinc_with_corrupt_record: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "cinc.parquet"
     spec = f"cinc2021:{cinc_with_corrupt_record}"
-
     first = Manifest.open(spec, path)
-    shutil.rmtree(cinc_with_corrupt_record)
+    saved = path.stat().st_mtime_ns
+    caplog.clear()
 
-    pd.testing.assert_frame_equal(Manifest.open(spec, path).table, first.table)
+    again = Manifest.open(spec, path)
+
+    pd.testing.assert_frame_equal(again.table, first.table)
+    assert path.stat().st_mtime_ns == saved  # not even rewritten
+    assert "A9999" not in caplog.text  # the unreadable record was not read again
+    shutil.rmtree(cinc_with_corrupt_record)
+    with pytest.raises(ECGReadError, match="cinc2021 source not found"):
+        Manifest.open(spec, path)
+
+
+def _touch_later(*paths: Path) -> None:
+    """Move the modification time on, as a copy or an edit an hour later would."""
+    for path in paths:
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 3_600_000_000_000))
+
+
+def test_manifest_picks_up_added_changed_and_vanished_records(
+    cinc_with_corrupt_record: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = cinc_with_corrupt_record
+    path = tmp_path / "cinc.parquet"
+    spec = f"cinc2021:{folder}"
+    Manifest.open(spec, path)
+    # added: a copy of A1041 as A2000; changed: HR06002 with other diagnoses; vanished: A9999
+    (folder / "A2000.hea").write_text((folder / "A1041.hea").read_text().replace("A1041", "A2000"))
+    shutil.copyfile(folder / "A1041.mat", folder / "A2000.mat")
+    header = folder / "HR06002.hea"
+    header.write_text(header.read_text().replace("426177001,426783006,713426002", "164889003"))
+    _touch_later(header)
+    (folder / "A9999.hea").unlink()
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO):
+        refreshed = Manifest.open(spec, path)
+
+    table = refreshed.table.set_index("record_id")
+    assert list(table.index) == ["A1041", "A2000", "HR06002"]
+    assert table.loc["HR06002", "labels"] == ("SNOMED:164889003",)
+    assert table.loc["A2000", "ok"] and table.loc["A2000", "labels"] == table.loc["A1041", "labels"]
+    assert "1 new records, 1 changed, 1 vanished" in caplog.text
+    pd.testing.assert_frame_equal(refreshed.table, Manifest.scan(spec).table)
+    pd.testing.assert_frame_equal(Manifest.load(path).table, refreshed.table)
+
+
+def test_record_that_became_unreadable_is_skipped_and_named(
+    cinc_with_corrupt_record: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("KED_CACHE", str(tmp_path / "cache"))
+    folder = cinc_with_corrupt_record
+    spec = f"cinc2021:{folder}"
+    assert open_manifest(spec).table["record_id"].tolist() == ["A1041", "HR06002"]
+    signal = folder / "HR06002.mat"
+    signal.write_bytes(signal.read_bytes()[:2000])
+    _touch_later(signal)
+    caplog.clear()
+
+    manifest = open_manifest(spec)
+
+    assert manifest.table["record_id"].tolist() == ["A1041"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("skipping record HR06002" in w and str(folder) in w for w in warnings)
+    summary = [w for w in warnings if w.startswith("2 unreadable records")]
+    assert len(summary) == 1 and "HR06002 (" in summary[0] and "A9999 (" in summary[0]
+    dataset = ECGDataset(manifest, Preprocessing(), TARGETS, NAMES.get)
+    assert dataset[0][0].shape == (12, 1000)
+
+
+def test_rescan_reads_changes_the_stamps_cannot_see(
+    cinc_with_corrupt_record: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("KED_CACHE", str(tmp_path / "cache"))
+    spec = f"cinc2021:{cinc_with_corrupt_record}"
+    assert open_manifest(spec).table["labels"].iloc[0] == ("SNOMED:164889003", "SNOMED:164909002")
+    # same size, same modification time: only a full rescan sees the new diagnosis
+    header = cinc_with_corrupt_record / "A1041.hea"
+    stat = header.stat()
+    header.write_text(header.read_text().replace("164909002", "164909003"))
+    os.utime(header, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert open_manifest(spec).table["labels"].iloc[0][1] == "SNOMED:164909002"
+    checkpoint = untrained_checkpoint(tmp_path / "run" / "best.safetensors")
+    out = tmp_path / "emb.npy"
+
+    code, _, err = run_ked(
+        capsys,
+        "encode",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        spec,
+        "--out",
+        str(out),
+        "--rescan",
+    )
+
+    assert code == 0, err
+    assert open_manifest(spec).table["labels"].iloc[0][1] == "SNOMED:164909003"
+    assert np.load(out, allow_pickle=False).shape == (2, 8)
+    for command in ("pretrain", "finetune", "eval", "zeroshot", "encode", "explain"):
+        code, out_text, _ = run_ked(capsys, command, "--help")
+        assert code == 0 and "--rescan" in out_text, command
 
 
 def test_dataset_items_and_targets(sample_manifest: Manifest) -> None:

@@ -1,18 +1,24 @@
-"""A Parquet manifest of a dataset, scanned once: one row per record, readable or not.
+"""A Parquet manifest of a dataset: one row per record, readable or not, kept up to date.
 
 Columns: ``record_id``, ``source`` (the file holding the record), ``index`` (row in an array
 file, else null), ``spec`` (the dataset spec that reopens the source), ``dataset``, ``fs``,
 ``n_samples``, ``leads``, ``labels``, ``patient_id``, ``split`` (when the dataset defines one),
-``ok`` and ``error`` (why an unreadable record was skipped). Re-opening a saved manifest reads
-only the Parquet file.
+``ok``, ``error`` (why an unreadable record was skipped), and ``files``, ``sizes`` and
+``mtimes_ns``: the files the record was read from, with their size and modification time.
+Re-opening a saved manifest (`Manifest.open`) lists the source's records and compares those
+stamps: only records that appeared or whose files changed are read again, vanished ones are
+dropped, and a record that became unreadable is kept as an error row (and logged), never
+aborting the scan.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -37,10 +43,19 @@ COLUMNS = (
     "split",
     "ok",
     "error",
+    "files",
+    "sizes",
+    "mtimes_ns",
 )
 
 _NUMERIC_DTYPES = {"index": "Int64", "fs": "float64", "n_samples": "Int64", "ok": "bool"}
 _TEXT_COLUMNS = ("record_id", "source", "spec", "dataset", "patient_id", "split", "error")
+_LIST_COLUMNS = ("leads", "labels", "files", "sizes", "mtimes_ns")
+
+Stamp = tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]
+"""(files, sizes, mtimes_ns) of the existing files among those a record is read from."""
+Key = tuple[str, str, int | None]
+"""(record_id, source, index): one record of one source."""
 
 
 @dataclass
@@ -64,16 +79,48 @@ class Manifest:
     def scan(cls, source: ECGSource | str) -> Manifest:
         """Read every record of a source (or dataset spec) once, keeping failures as rows."""
         source = open_source(source) if isinstance(source, str) else source
-        rows = []
-        for ref, result in source.attempts():
-            if isinstance(result, ECGReadError):
-                rows.append(_row(source, ref, None, error=str(result)))
-            else:
-                rows.append(_row(source, ref, result))
-        manifest = cls(pd.DataFrame(rows, columns=list(COLUMNS)))
+        manifest, _ = cls._read(source, {})
         bad = int((~manifest.table["ok"]).sum())
-        logger.info("scanned %s: %d records, %d unreadable", source.spec, len(rows), bad)
+        logger.info("scanned %s: %d records, %d unreadable", source.spec, len(manifest), bad)
         return manifest
+
+    def refreshed(self, source: ECGSource) -> tuple[Manifest, int]:
+        """This manifest brought up to date with ``source``, and how many records changed.
+
+        Records whose files are unchanged keep their rows; new records and records whose
+        files changed are read (an unreadable one becomes an error row); vanished ones go.
+        """
+        known = {_key_of(row): row for row in self.table.to_dict("records")}
+        manifest, reread = Manifest._read(source, known)
+        added = reread.count(None)
+        changed = len(reread) - added
+        vanished = len(known) - (len(manifest) - added)
+        if added or changed or vanished:
+            logger.info(
+                "%s: %d new records, %d changed, %d vanished since the last scan",
+                source.spec,
+                added,
+                changed,
+                vanished,
+            )
+        return manifest, added + changed + vanished
+
+    @classmethod
+    def _read(
+        cls, source: ECGSource, known: dict[Key, dict[str, Any]]
+    ) -> tuple[Manifest, list[Key | None]]:
+        """Rows of every record of ``source``, reusing ``known`` rows whose stamp matches;
+        also the records read again (their key, or None for a new record)."""
+        stats: dict[Path, os.stat_result | None] = {}
+        rows, reread = [], []
+        for ref in source.refs():
+            stamp = _stamp(source.files(ref), stats)
+            row = known.get(_key(ref))
+            if row is None or _stamp_of(row) != stamp:
+                reread.append(None if row is None else _key(ref))
+                row = _row(source, ref, source.attempt(ref), stamp)
+            rows.append(row)
+        return cls(pd.DataFrame(rows, columns=list(COLUMNS))), reread
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
@@ -82,17 +129,24 @@ class Manifest:
         if not path.is_file():
             raise FileNotFoundError(f"manifest {path} not found")
         table = pd.read_parquet(path)
-        for column in ("leads", "labels"):
-            table[column] = table[column].map(tuple)
+        for column in _LIST_COLUMNS:
+            if column in table.columns:
+                table[column] = table[column].map(tuple)
         return cls(table)
 
     @classmethod
-    def open(cls, spec: str, path: str | Path) -> Manifest:
-        """Load the manifest at ``path`` if it exists, else scan ``spec`` and save it there."""
-        if Path(path).is_file():
-            return cls.load(path)
-        manifest = cls.scan(spec)
-        manifest.save(path)
+    def open(cls, spec: str, path: str | Path, *, rescan: bool = False) -> Manifest:
+        """The manifest of ``spec`` saved at ``path``, brought up to date (`refreshed`); a full
+        scan when there is none yet, when it is unreadable or from an older ked, or with
+        ``rescan``. Saved again whenever something changed."""
+        source = open_source(spec)
+        saved = None if rescan else _load_saved(Path(path))
+        if saved is None:
+            manifest, changed = cls.scan(source), 1
+        else:
+            manifest, changed = saved.refreshed(source)
+        if changed:
+            manifest.save(path)
         return manifest
 
     @classmethod
@@ -101,13 +155,15 @@ class Manifest:
         return cls(pd.concat([m.table for m in manifests], ignore_index=True))
 
     def save(self, path: str | Path) -> Path:
-        """Write the manifest as Parquet; returns the path."""
+        """Write the manifest as Parquet (atomically); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         table = self.table.copy()
-        for column in ("leads", "labels"):
+        for column in _LIST_COLUMNS:
             table[column] = table[column].map(list)
-        table.to_parquet(path, index=False)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(path)
         return path
 
     def __len__(self) -> int:
@@ -150,9 +206,51 @@ class Manifest:
         return str(row["spec"]), RecordRef(str(row["record_id"]), Path(row["source"]), index)
 
 
+def _load_saved(path: Path) -> Manifest | None:
+    """The manifest saved at ``path``, or None when there is none or it cannot be reused."""
+    if not path.is_file():
+        return None
+    try:
+        saved = Manifest.load(path)
+    except (OSError, ValueError) as exc:  # damaged Parquet, or columns of an older ked
+        logger.warning("manifest %s cannot be reused (%s); scanning the dataset again", path, exc)
+        return None
+    return saved
+
+
+def _key(ref: RecordRef) -> Key:
+    return ref.record_id, str(ref.path), ref.index
+
+
+def _key_of(row: dict[str, Any]) -> Key:
+    index = row["index"]
+    return str(row["record_id"]), str(row["source"]), None if pd.isna(index) else int(index)
+
+
+def _stamp(files: Iterable[Path], stats: dict[Path, os.stat_result | None]) -> Stamp:
+    """The stamp of the existing ``files``; ``stats`` remembers each file's stat in one scan."""
+    found = []
+    for path in files:
+        if path not in stats:
+            try:
+                stats[path] = path.stat()
+            except OSError:
+                stats[path] = None
+        if (stat := stats[path]) is not None:
+            found.append((str(path), int(stat.st_size), int(stat.st_mtime_ns)))
+    names, sizes, mtimes = zip(*found, strict=True) if found else ((), (), ())
+    return tuple(names), tuple(sizes), tuple(mtimes)
+
+
+def _stamp_of(row: dict[str, Any]) -> Stamp:
+    return tuple(row["files"]), tuple(map(int, row["sizes"])), tuple(map(int, row["mtimes_ns"]))
+
+
 def _row(
-    source: ECGSource, ref: RecordRef, record: ECGRecord | None, error: str | None = None
+    source: ECGSource, ref: RecordRef, result: ECGRecord | ECGReadError, stamp: Stamp
 ) -> dict[str, object]:
+    record = result if isinstance(result, ECGRecord) else None
+    error = None if record is not None else str(result)
     return {
         "record_id": ref.record_id,
         "source": str(ref.path),
@@ -167,4 +265,7 @@ def _row(
         "split": record.meta.get("split") if record else None,
         "ok": record is not None,
         "error": error,
+        "files": stamp[0],
+        "sizes": stamp[1],
+        "mtimes_ns": stamp[2],
     }

@@ -23,18 +23,39 @@ def cache_dir() -> Path:
 
 
 def open_manifest(spec: str, *, rescan: bool = False, split_seed: int = 0) -> Manifest:
-    """The dataset's manifest, scanned once and reused, with train/val/test splits."""
-    key = hashlib.sha256(_spec_identity(spec).encode()).hexdigest()[:16]
-    path = cache_dir() / "manifests" / f"{key}.parquet"
-    if rescan and path.exists():
-        path.unlink()
-    manifest = Manifest.open(spec, path)
-    bad = len(manifest.errors)
-    if bad:
+    """The dataset's readable records with train/val/test splits, from its saved manifest
+    brought up to date (only new and changed records are read; all of them with ``rescan``).
+    Unreadable records are left out with a warning naming them."""
+    path = _manifest_path(spec)
+    manifest = Manifest.open(spec, path, rescan=rescan)
+    errors = manifest.errors
+    if len(errors):
+        named = "; ".join(f"{e.record_id} ({e.error})" for e in errors.head(5).itertuples())
         log.warning(
-            "%d unreadable records in %s are skipped (see the manifest %s)", bad, spec, path
+            "%d unreadable records in %s are skipped: %s%s (all in the manifest %s)",
+            len(errors),
+            spec,
+            named,
+            " ..." if len(errors) > 5 else "",
+            path,
         )
     return manifest.ok.with_splits(seed=split_seed)
+
+
+def rescan_manifests(specs: Iterable[str]) -> None:
+    """Read every record of the datasets again and save their manifests (``--rescan``).
+
+    Under torchrun only the first process scans; the others open the fresh manifests after it.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        return
+    for spec in specs:
+        Manifest.open(spec, _manifest_path(spec), rescan=True)
+
+
+def _manifest_path(spec: str) -> Path:
+    key = hashlib.sha256(_spec_identity(spec).encode()).hexdigest()[:16]
+    return cache_dir() / "manifests" / f"{key}.parquet"
 
 
 def _spec_identity(spec: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 
     from encoders.training.loop import StepInfo
     from kb_store.store import KnowledgeBase
+
+
+RescanOption = Annotated[
+    bool,
+    typer.Option(help="read every record of the dataset again, not only new and changed ones"),
+]
 
 
 @dataclass

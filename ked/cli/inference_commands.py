@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from ked.cli.common import open_kb, require_label_source, settings
+from ked.cli.common import RescanOption, open_kb, require_label_source, settings
 
 if TYPE_CHECKING:
     from encoders.ecg import Manifest
@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 SplitOption = Annotated[str, typer.Option(help="train, val, test or all")]
 
 
-def _records(data: str, split: str) -> Manifest:
+def _records(data: str, split: str, rescan: bool) -> Manifest:
     from encoders.training.data import open_manifest
 
-    manifest = open_manifest(data)
+    manifest = open_manifest(data, rescan=rescan)
     return manifest if split == "all" else manifest.split(split)
 
 
@@ -42,6 +42,7 @@ def zeroshot(
     ] = "vectors",
     split: SplitOption = "all",
     device: Annotated[str | None, typer.Option()] = None,
+    rescan: RescanOption = False,
 ) -> None:
     """Score recordings against diagnoses written in words (zero-shot)."""
     from encoders.ecg import ECGDataset
@@ -54,7 +55,7 @@ def zeroshot(
         raise typer.BadParameter("--ensemble is vectors or scores; --out is .csv or .parquet")
     llm = _llm(ctx)
     model = load_checkpoint(checkpoint)
-    records = _records(data, split)
+    records = _records(data, split, rescan)
     with open_kb(ctx) as kb:
         classifier = ZeroShotClassifier(model, kb, llm=llm, device=device)
         vectors = classifier.label_vectors(
@@ -84,6 +85,7 @@ def encode(
     split: SplitOption = "all",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[str | None, typer.Option()] = None,
+    rescan: RescanOption = False,
 ) -> None:
     """One vector per recording, with record ids, for downstream tasks."""
     from encoders.ecg import ECGDataset
@@ -94,7 +96,7 @@ def encode(
     if space not in ("projected", "pooled"):
         raise typer.BadParameter("--space is projected or pooled")
     model = load_checkpoint(checkpoint)
-    records = _records(data, split)
+    records = _records(data, split, rescan)
     dataset = ECGDataset(records, evaluation_preprocessing(model.preprocessing), [], lambda _: None)
     vectors = embed_recordings(
         model.model,
@@ -128,12 +130,16 @@ def eval_command(
     resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
     device: Annotated[str | None, typer.Option()] = None,
+    rescan: RescanOption = False,
 ) -> None:
     """Zero-shot evaluation with bootstrap intervals and the knowledge-vs-name ablation."""
     from encoders.evaluation import BootstrapSettings
     from encoders.inference.evaluate import EvalConfig, evaluate_checkpoint
+    from encoders.training.data import rescan_manifests
 
     require_label_source(vocab, labels)
+    if rescan:
+        rescan_manifests([data])
     outcome = evaluate_checkpoint(
         EvalConfig(
             checkpoint=checkpoint,
@@ -185,6 +191,7 @@ def explain_command(
         list[str] | None, typer.Option(help="knowledge views (default: the checkpoint's)")
     ] = None,
     device: Annotated[str | None, typer.Option()] = None,
+    rescan: RescanOption = False,
 ) -> None:
     """Why a recording scores as it does for a diagnosis: criteria, leads, time regions, plot."""
     from encoders.ecg import open_source
@@ -195,7 +202,7 @@ def explain_command(
     from encoders.training.data import open_manifest
 
     model = load_checkpoint(checkpoint)
-    manifest = open_manifest(data)
+    manifest = open_manifest(data, rescan=rescan)
     rows = manifest.table.index[manifest.table["record_id"] == record]
     if len(rows) == 0:
         raise typer.BadParameter(f"no record {record!r} in {data}")

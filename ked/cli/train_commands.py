@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from encoders.text import EncoderSpec
-from ked.cli.common import epoch_progress, require_label_source, settings
+from ked.cli.common import RescanOption, epoch_progress, require_label_source, settings
 from ked.cli.text_options import text_encoder_options
 
 
@@ -53,6 +53,7 @@ def pretrain_command(
     max_steps_per_epoch: Annotated[
         int | None, typer.Option(help="cap steps per epoch (smoke tests)")
     ] = None,
+    rescan: RescanOption = False,
 ) -> None:
     """Pretrain an ECG encoder against label vectors from the cache (embedded if missing).
 
@@ -62,10 +63,13 @@ def pretrain_command(
     from encoders.ecg import Preprocessing
     from encoders.models.ked_model import ModelConfig
     from encoders.training import LoopSettings, LossWeights, PretrainConfig, pretrain
+    from encoders.training.data import rescan_manifests
 
     require_label_source(vocab, labels)
     if head not in ("cosine", "decoder"):
         raise typer.BadParameter("--head is cosine or decoder")
+    if rescan:
+        rescan_manifests([data])
     config = PretrainConfig(
         data=data,
         out=out,
@@ -127,14 +131,18 @@ def finetune_command(
     lr: Annotated[float, typer.Option()] = 1e-3,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str | None, typer.Option()] = None,
+    rescan: RescanOption = False,
 ) -> None:
     """Few-shot: adapt a checkpoint with a fraction of the training labels."""
     from encoders.training import LoopSettings
+    from encoders.training.data import rescan_manifests
     from encoders.training.finetune import FinetuneConfig, finetune
 
     require_label_source(vocab, labels)
     if mode not in ("linear", "full"):
         raise typer.BadParameter("--mode is linear or full")
+    if rescan:
+        rescan_manifests([data])
     config = FinetuneConfig(
         checkpoint=checkpoint,
         data=data,

@@ -70,19 +70,27 @@ class ECGSource(ABC):
     def _read(self, ref: RecordRef) -> ECGRecord:
         """Read one record; raise `ECGReadError` when it is unusable."""
 
+    def files(self, ref: RecordRef) -> tuple[Path, ...]:
+        """The files a record is read from (those that may not exist included): when any of
+        them changes, appears or vanishes, a manifest reads the record again."""
+        return (ref.path,)
+
     def read(self, ref: RecordRef) -> ECGRecord:
         """Read one record, rejecting it when shorter than ``min_duration_s``."""
         return require_duration(self._read(ref), self.min_duration_s)
 
+    def attempt(self, ref: RecordRef) -> ECGRecord | ECGReadError:
+        """What reading one record gives: the record, or the error (logged as a warning)."""
+        try:
+            return self.read(ref)
+        except ECGReadError as exc:
+            logger.warning("skipping record %s: %s", ref.record_id, exc)
+            return exc
+
     def attempts(self) -> Iterator[tuple[RecordRef, ECGRecord | ECGReadError]]:
-        """Each record with what reading it gave: the record, or the error (logged as a warning)."""
+        """Each record with what reading it gave (see `attempt`)."""
         for ref in self.refs():
-            try:
-                result: ECGRecord | ECGReadError = self.read(ref)
-            except ECGReadError as exc:
-                logger.warning("skipping record %s: %s", ref.record_id, exc)
-                result = exc
-            yield ref, result
+            yield ref, self.attempt(ref)
 
     def iter_records(self, skipped: list[SkippedRecord] | None = None) -> Iterator[ECGRecord]:
         """Yield every readable record; bad ones are logged, skipped and appended to ``skipped``."""

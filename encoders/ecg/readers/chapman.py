@@ -153,6 +153,9 @@ class ChapmanSource(ECGSource):
     def refs(self) -> list[RecordRef]:
         return [RecordRef(mat.stem, mat) for mat in sorted(self.root.rglob("*.mat"))]
 
+    def files(self, ref: RecordRef) -> tuple[Path, ...]:
+        return (ref.path, self.diagnostics_path)
+
     def _read(self, ref: RecordRef) -> ECGRecord:
         row = row_for(self.table, ref.record_id, path=ref.path, table_path=self.diagnostics_path)
         rhythm, beat = str(row["Rhythm"]), str(row["Beat"])

@@ -90,6 +90,9 @@ class CODE15Source(ECGSource):
     def refs(self) -> list[RecordRef]:
         return [RecordRef(mat.stem, mat) for mat in sorted(self.root.rglob("*.mat"))]
 
+    def files(self, ref: RecordRef) -> tuple[Path, ...]:
+        return (ref.path, self.meta_path, self.labels_path)
+
     def _read(self, ref: RecordRef) -> ECGRecord:
         row = row_for(self.meta, ref.record_id, path=ref.path, table_path=self.meta_path)
         if row["idx"] not in self.labels.index:

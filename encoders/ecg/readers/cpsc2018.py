@@ -92,6 +92,9 @@ class CPSC2018Source(ECGSource):
     def refs(self) -> list[RecordRef]:
         return [RecordRef(mat.stem, mat) for mat in sorted(self.root.rglob("*.mat"))]
 
+    def files(self, ref: RecordRef) -> tuple[Path, ...]:
+        return (ref.path, self.labels_path)
+
     def _read(self, ref: RecordRef) -> ECGRecord:
         row = row_for(self.table, ref.record_id, path=ref.path, table_path=self.labels_path)
         data, fields = read_cpsc2018_mat(ref.path)

@@ -104,6 +104,11 @@ def _check_declared_rate(header: Path) -> None:
         )
 
 
+def wfdb_files(header: Path) -> tuple[Path, ...]:
+    """A WFDB record's header and the signal files it usually names (``.mat``, ``.dat``)."""
+    return (header, header.with_suffix(".mat"), header.with_suffix(".dat"))
+
+
 def _rdrecord(header: Path) -> wfdb.Record:
     try:
         return wfdb.rdrecord(str(header.with_suffix("")), physical=True)
@@ -212,6 +217,9 @@ class CinCSource(ECGSource):
     def refs(self) -> list[RecordRef]:
         headers = [self.root] if self.root.is_file() else sorted(self.root.rglob("*.hea"))
         return [RecordRef(record_id=header.stem, path=header) for header in headers]
+
+    def files(self, ref: RecordRef) -> tuple[Path, ...]:
+        return wfdb_files(ref.path)
 
     def _read(self, ref: RecordRef) -> ECGRecord:
         return read_cinc_record(ref.path, dataset=self.kind)

@@ -26,7 +26,7 @@ from encoders.ecg.readers.base import (
     read_table,
     row_for,
 )
-from encoders.ecg.readers.physionet import read_wfdb_signal
+from encoders.ecg.readers.physionet import read_wfdb_signal, wfdb_files
 from encoders.ecg.record import MIN_DURATION_S, ECGReadError, ECGRecord
 from encoders.ecg.splits import normalize_split, ptbxl_fold_split
 from knowledge.leads import STANDARD_LEADS
@@ -100,6 +100,9 @@ class PTBXLSource(ECGSource):
             RecordRef(record_id=str(record_id), path=self.root / f"{filename}.hea")
             for record_id, filename in self.table[self._filename_column].items()
         ]
+
+    def files(self, ref: RecordRef) -> tuple[Path, ...]:
+        return (*wfdb_files(ref.path), self.database)
 
     def _read(self, ref: RecordRef) -> ECGRecord:
         row = row_for(self.table, ref.record_id, path=ref.path, table_path=self.database)
@@ -271,6 +274,9 @@ class PTBXLArraySource(ECGSource):
             RecordRef(record_id=str(clean_id(ecg_id)), path=self.signals_path, index=index)
             for index, ecg_id in enumerate(self.table["ecg_id"])
         ]
+
+    def files(self, ref: RecordRef) -> tuple[Path, ...]:
+        return (self.signals_path, self.labels_path)
 
     def _read(self, ref: RecordRef) -> ECGRecord:
         if ref.index is None or not 0 <= ref.index < len(self.table):
