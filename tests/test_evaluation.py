@@ -31,6 +31,7 @@ from encoders.evaluation import (
     write_report,
 )
 from encoders.evaluation.bootstrap import resample_counts
+from encoders.evaluation.metrics import roc_points
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -309,6 +310,22 @@ def test_plots_are_png_files(tmp_path: Path) -> None:
     for path in (roc, bars, chosen):
         content = path.read_bytes()
         assert content.startswith(PNG) and len(content) > 5_000
+
+
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_roc_points_run_through_every_distinct_score_and_enclose_the_auroc(
+    decimals: int | None,
+) -> None:
+    scores, targets, labels = simulate(300, 3, seed=15, decimals=decimals)
+    result = evaluate(scores, targets, labels, bootstrap=BootstrapSettings(resamples=0))
+    for j, row in enumerate(result.labels):
+        fpr, tpr = roc_points(scores[:, j], targets[:, j])
+        assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+        assert len(fpr) == len(np.unique(scores[:, j])) + 1
+        assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+        assert np.trapezoid(tpr, fpr) == pytest.approx(row.auroc.value, abs=1e-12)
+    with pytest.raises(ValueError, match="both classes"):
+        roc_points(scores[:, 0], np.zeros(len(scores)))
 
 
 def test_bootstrap_of_sixty_labels_and_two_thousand_recordings_takes_seconds() -> None:
