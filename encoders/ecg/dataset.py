@@ -1,10 +1,11 @@
 """A torch ``Dataset`` of preprocessed ECG windows with multi-hot targets, and a throughput probe.
 
 Each item is ``(x, lead_mask, target)``: float32 (12, n_samples), bool (12,), float32
-(n_labels,). Targets come from the records' label strings through ``label_of``, a callable
-that maps a record label (``"SNOMED:164889003"``) to one of the dataset's target labels or None
-(ked's knowledge base provides it). With ``cache``, stage 1 of the pipeline (lead order, gaps,
-resampling, filtering) runs once per record, into memory or into ``.npy`` files that workers
+(n_labels,); a target is NaN where the record's dataset never reports that label (training on
+several datasets at once). Targets come from the records' label strings through ``label_of``, a
+callable that maps a record label (``"SNOMED:164889003"``) to one of the dataset's target labels
+or None (ked's knowledge base provides it). With ``cache``, stage 1 of the pipeline (lead order,
+gaps, resampling, filtering) runs once per record, into memory or into ``.npy`` files that workers
 memory-map; each item then only crops, normalises and pads, so loading stays cheap.
 """
 
@@ -14,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         *,
         cache: str | Path | None = None,
         cache_workers: int = 0,
+        reported: Mapping[str, set[str]] | None = None,
     ) -> None:
         self.preprocessing = preprocessing
         self.labels = tuple(labels)
@@ -80,6 +82,11 @@ class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
             record_labels = [record.labels for record in self._records]
             lengths = [resampled_length(r.n_samples, r.fs, preprocessing.fs) for r in self._records]
         self.targets = multi_hot(record_labels, self.labels, label_of)
+        if reported is not None:
+            if self._manifest is None:
+                raise ValueError("reported= needs a dataset over a manifest (its spec column)")
+            specs = [str(spec) for spec in self._manifest.table["spec"]]
+            self.targets = unreported_as_unknown(self.targets, self.labels, specs, reported)
         self._sources: dict[str, ECGSource] = {}
         self._cache: PreparedCache | None = None
         if cache is not None:
@@ -149,6 +156,21 @@ def multi_hot(
     if unused:
         logger.info("%d resolved labels are not targets, e.g. %s", len(unused), sorted(unused)[:5])
     return targets
+
+
+def unreported_as_unknown(
+    targets: np.ndarray,
+    labels: Sequence[str],
+    specs: Sequence[str],
+    reported: Mapping[str, set[str]],
+) -> np.ndarray:
+    """``targets`` with NaN where a record's dataset (``specs[row]``) never reports the label."""
+    out = targets.copy()
+    for spec in set(specs):
+        rows = np.fromiter((s == spec for s in specs), dtype=bool, count=len(specs))
+        unknown = [i for i, label in enumerate(labels) if label not in reported.get(spec, set())]
+        out[np.ix_(rows, unknown)] = np.nan
+    return out
 
 
 class PreparedCache:

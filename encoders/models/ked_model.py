@@ -1,8 +1,10 @@
 """The ked model: an ECG encoder aligned with cached label vectors.
 
 ECG -> encoder features (B, C_ecg, T') -> mean over time -> projection into the label-vector
-space (B, D). Label vectors (C, D) come from the embedding cache, optionally through a
-trainable adapter; the text encoder never runs here. The default head scores each pair by a
+space (B, D). Label vectors (C, D) come from the embedding cache, optionally centred (the mean
+of the pretraining label texts, a buffer stored with the weights, is subtracted and the result
+renormalised, so that the direction every ECG text shares stops dominating the cosine) and
+optionally through a trainable adapter; the text encoder never runs here. The default head scores each pair by a
 scaled cosine plus a bias; the label-query decoder is an option.
 """
 
@@ -12,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from encoders.models.heads import CosineScoringHead, LabelAdapter, Projection
@@ -31,6 +34,7 @@ class ModelConfig:
     text_dim: int = 384
     projection_hidden: int | None = None
     adapter: bool = False
+    center_labels: bool = False
     head: Head = "cosine"
     decoder_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +61,8 @@ class KedModel(nn.Module):
         width = self.encoder.out_channels
         self.projection = Projection(width, config.text_dim, config.projection_hidden)
         self.adapter = LabelAdapter(config.text_dim, enabled=config.adapter)
+        if config.center_labels:
+            self.register_buffer("label_center", torch.zeros(config.text_dim))
         self.head = CosineScoringHead() if config.head == "cosine" else None
         self.decoder = (
             LabelQueryDecoder(label_dim=config.text_dim, ecg_dim=width, **config.decoder_kwargs)
@@ -72,11 +78,23 @@ class KedModel(nn.Module):
         """One projected vector per recording (B, D)."""
         return self.projection(self.encoder.pool(self.features(x)))
 
+    def set_label_center(self, texts: torch.Tensor) -> None:
+        """Centre label vectors on the mean of ``texts`` (N, D), the pretraining label texts."""
+        if not self.config.center_labels:
+            raise ValueError("this model was built without center_labels")
+        self.label_center.copy_(texts.detach().float().mean(0))
+
+    def label_space(self, label_vectors: torch.Tensor) -> torch.Tensor:
+        """Cached label vectors as the model scores them: centred (if so built), then adapted."""
+        if self.config.center_labels:
+            label_vectors = F.normalize(label_vectors - self.label_center, dim=-1)
+        return self.adapter(label_vectors)
+
     def forward(self, x: torch.Tensor, label_vectors: torch.Tensor) -> ModelOutput:
         """Logits of every label for every recording, and the embeddings behind them."""
         features = self.features(x)
         ecg = self.projection(self.encoder.pool(features))
-        labels = self.adapter(label_vectors)
+        labels = self.label_space(label_vectors)
         if self.decoder is not None:
             pair = self.decoder(labels, features.transpose(1, 2))
             logits = pair[..., 1] - pair[..., 0]  # sigmoid(l1 - l0) == softmax(l)[..., 1]

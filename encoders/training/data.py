@@ -13,6 +13,7 @@ from encoders.ecg import ECGDataset, Manifest, Preprocessing
 from encoders.text.labels import LabelEntry
 from kb_store.store import KnowledgeBase
 from knowledge.names import normalize_name
+from knowledge.vocab import load_vocabulary, ptbxl_group_queries, ptbxl_groups_of
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,18 @@ log = logging.getLogger(__name__)
 def cache_dir() -> Path:
     """Where ked keeps manifests and prepared-signal caches (``KED_CACHE``, ~/.cache/ked)."""
     return Path(os.environ.get("KED_CACHE") or Path.home() / ".cache" / "ked").expanduser()
+
+
+_READERS_VERSION = "2"
+"""Part of a manifest's cache key: bumped when readers change what they record (v2: PTB-XL
+diagnostic classes as labels), so an old manifest is rescanned instead of reused."""
+
+
+def open_manifests(specs: Sequence[str], *, split_seed: int = 0) -> Manifest:
+    """The manifests of several datasets as one (each split per dataset), in the given order."""
+    if not specs:
+        raise ValueError("give at least one dataset")
+    return Manifest.concat([open_manifest(spec, split_seed=split_seed) for spec in specs])
 
 
 def open_manifest(spec: str, *, rescan: bool = False, split_seed: int = 0) -> Manifest:
@@ -54,7 +67,8 @@ def rescan_manifests(specs: Iterable[str]) -> None:
 
 
 def _manifest_path(spec: str) -> Path:
-    key = hashlib.sha256(_spec_identity(spec).encode()).hexdigest()[:16]
+    identity = f"{_READERS_VERSION}:{_spec_identity(spec)}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return cache_dir() / "manifests" / f"{key}.parquet"
 
 
@@ -89,8 +103,46 @@ def target_labels(
     return mapping
 
 
+def held_out_diagnoses(kb: KnowledgeBase, holdout: Sequence[str]) -> set[int]:
+    """Diagnosis ids kept out of training: the held-out labels and every PTB-XL class or
+    sub-class that contains one (holding out complete LBBB also holds out conduction
+    disturbance, whose positives include every LBBB record)."""
+    resolved = kb.resolve_many(holdout)
+    missing = [label for label, diagnosis in resolved.items() if diagnosis is None]
+    if missing:
+        raise ValueError(f"held-out labels not found: {', '.join(missing)}")
+    held = {diagnosis.id for diagnosis in resolved.values() if diagnosis is not None}
+    statements = load_vocabulary("ptbxl").labels
+    by_statement = kb.resolve_many([s.query for s in statements])
+    groups = ptbxl_group_queries()
+    containing = {
+        groups[group]
+        for s in statements
+        if (d := by_statement[s.query]) is not None and d.id in held
+        for group in ptbxl_groups_of(s.code or "")
+        if group in groups
+    }
+    held |= {d.id for d in kb.resolve_many(sorted(containing)).values() if d is not None}
+    return held
+
+
 def record_label_strings(manifest: Manifest) -> set[str]:
     return {label for labels in manifest.table["labels"] for label in labels}
+
+
+def reported_labels(manifest: Manifest, mapping: dict[str, str]) -> dict[str, set[str]]:
+    """Per dataset spec, the target labels it reports at least once (in any split).
+
+    A dataset that never reports a label could not have: its records are unknown for that
+    label, not negative (CODE-15 has no label for ST elevation, PTB-XL no label for pacing
+    spikes in this sample), and the loss leaves those pairs out.
+    """
+    out: dict[str, set[str]] = {}
+    for spec, labels in zip(manifest.table["spec"], manifest.table["labels"], strict=True):
+        out.setdefault(str(spec), set()).update(
+            mapping[label] for label in labels if label in mapping
+        )
+    return out
 
 
 def datasets(
@@ -101,14 +153,22 @@ def datasets(
     *,
     splits: Sequence[str] = ("train", "val"),
 ) -> dict[str, ECGDataset]:
-    """One dataset per split; training crops at random, evaluation from the start."""
+    """One dataset per split; training crops at random, evaluation from the start.
+
+    With several datasets in ``manifest``, a label that a dataset never reports is unknown
+    (NaN target) for that dataset's records, so the loss does not count it as negative.
+    """
+    reported = reported_labels(manifest, mapping)
+    mask = len(reported) > 1
     out = {}
     for split in splits:
         part = manifest.split(split)
         if len(part) == 0:
             raise ValueError(f"the {split} split is empty")
         crop = preprocessing if split == "train" else evaluation_preprocessing(preprocessing)
-        out[split] = ECGDataset(part, crop, labels, mapping.get, cache="memory")
+        out[split] = ECGDataset(
+            part, crop, labels, mapping.get, cache="memory", reported=reported if mask else None
+        )
     return out
 
 

@@ -22,13 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from transformers import get_cosine_schedule_with_warmup
 
 from encoders.ecg import Preprocessing
 from encoders.models.ked_model import KedModel, ModelOutput
 from encoders.text.labels import LabelEntry
+from encoders.training import recipe
+from encoders.training.augment import Augmentation
 from encoders.training.checkpoint import CheckpointError, load_training_state, save_checkpoint
 from encoders.training.losses import AlignmentLoss, LossWeights
 from encoders.training.validation import macro_auroc, predict
@@ -41,17 +45,20 @@ ECGData = Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class LoopSettings:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.02
-    warmup_epochs: float = 1.0
+    """How a model is trained; the defaults are the pretraining recipe (`recipe`)."""
+
+    epochs: int = recipe.EPOCHS
+    batch_size: int = recipe.BATCH_SIZE
+    lr: float = recipe.LR
+    weight_decay: float = recipe.WEIGHT_DECAY
+    warmup_epochs: float = recipe.WARMUP_EPOCHS
     grad_clip: float = 1.0
     seed: int = 0
     workers: int = 0
     amp: bool = True
     max_steps_per_epoch: int | None = None
     loss: LossWeights = field(default_factory=LossWeights)
+    augment: Augmentation | None = None
 
 
 @dataclass
@@ -71,14 +78,28 @@ class FitResult:
 
 
 class LabelBank(nn.Module):
-    """The label vectors a model is trained against: fixed (pretraining) or learnable."""
+    """The label vectors a model is trained against: fixed (pretraining) or learnable.
+
+    ``vectors`` is (C, D), or (C, V, D) for several texts per label (views): then each training
+    step draws one of the V texts for every label, so the model learns to match names,
+    summaries and full knowledge alike; outside training the bank is the mean of the views,
+    renormalised, as `encoders.text.label_matrix` combines them.
+    """
 
     def __init__(self, vectors: torch.Tensor, *, trainable: bool = False) -> None:
         super().__init__()
+        if vectors.ndim == 3 and trainable:
+            raise ValueError("a bank of several views per label is not trainable")
         self.vectors = nn.Parameter(vectors.detach().clone().float(), requires_grad=trainable)
 
     def forward(self) -> torch.Tensor:
-        return self.vectors
+        if self.vectors.ndim == 2:
+            return self.vectors
+        if not self.training:
+            return F.normalize(self.vectors.mean(1), dim=-1)
+        labels, views, _ = self.vectors.shape
+        pick = torch.randint(views, (labels,), device=self.vectors.device)
+        return self.vectors[torch.arange(labels, device=pick.device), pick]
 
 
 class Aligned(nn.Module):
@@ -145,8 +166,8 @@ def fit(
         steps = min(steps, settings.max_steps_per_epoch)
     params = [p for p in aligned.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = _warmup_cosine(
-        optimizer, steps * settings.epochs, round(steps * settings.warmup_epochs)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, round(steps * settings.warmup_epochs), steps * settings.epochs
     )
     loss_fn = AlignmentLoss(settings.loss)
     autocast, scaler = _mixed_precision(device, settings.amp)
@@ -163,6 +184,8 @@ def fit(
             if step >= steps:
                 break
             x, targets = x.to(device), targets.to(device)
+            if settings.augment is not None:
+                x = settings.augment(x)
             with autocast():
                 out = trained(x)
                 terms = loss_fn(out.logits, out.ecg_embeddings, out.label_embeddings, targets)
@@ -185,6 +208,7 @@ def fit(
             "train_records_per_s": seen / (time.perf_counter() - started),
         }
         if rank == 0:
+            bank.eval()
             vectors = bank().detach()
             scores, targets = predict(model, val, vectors, settings.batch_size, device)
             record["val_macro_auroc"], record["val_labels_defined"] = macro_auroc(scores, targets)
@@ -207,18 +231,6 @@ def fit(
         if world > 1:
             dist.barrier()
     return FitResult(best["epoch"], best["auroc"], history)
-
-
-def _warmup_cosine(
-    optimizer: torch.optim.Optimizer, total: int, warmup: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _mixed_precision(device: torch.device, enabled: bool) -> tuple[Any, torch.amp.GradScaler]:

@@ -6,6 +6,9 @@
   in both directions: each recording's positives are its labels, and each label's positives
   are every recording in the batch that has it, so recordings sharing a label are positives
   together. Vectorised; under DDP the recordings of all ranks take part.
+
+A NaN target is unknown (the record's dataset never reports that label): both terms leave the
+pair out, instead of counting it as a negative.
 """
 
 from __future__ import annotations
@@ -16,21 +19,31 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from encoders.training import recipe
+
 
 @dataclass(frozen=True)
 class LossWeights:
-    bce: float = 1.0
-    contrastive: float = 1.0
-    temperature: float = 0.1
+    bce: float = recipe.BCE_WEIGHT
+    contrastive: float = recipe.CONTRASTIVE_WEIGHT
+    temperature: float = recipe.TEMPERATURE
+
+
+_UNKNOWN_LOGIT = -1e4
 
 
 def _multi_positive_ce(logits: torch.Tensor, targets: torch.Tensor, dim: int) -> torch.Tensor:
-    """Cross-entropy against the uniform distribution over positives, along ``dim``."""
+    """Cross-entropy against the uniform distribution over positives, along ``dim``.
+
+    Unknown (NaN) pairs take no part: they leave the softmax and count as no positive.
+    """
+    known = ~torch.isnan(targets)
+    targets = torch.nan_to_num(targets, nan=0.0)
     positives = targets.sum(dim)
     has_positive = positives > 0
     if not has_positive.any():
         return logits.sum() * 0.0
-    log_probs = F.log_softmax(logits, dim=dim)
+    log_probs = F.log_softmax(logits.masked_fill(~known, _UNKNOWN_LOGIT), dim=dim)
     per_item = -(targets * log_probs).sum(dim) / positives.clamp(min=1)
     return per_item[has_positive].mean()
 
@@ -68,7 +81,12 @@ class AlignmentLoss(torch.nn.Module):
         targets: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """``{"loss", "bce", "contrastive"}`` for one batch."""
-        bce = F.binary_cross_entropy_with_logits(logits.float(), targets)
+        known = ~torch.isnan(targets)
+        bce = (
+            F.binary_cross_entropy_with_logits(logits.float()[known], targets[known])
+            if known.any()
+            else logits.sum() * 0.0
+        )
         contrastive = (
             contrastive_loss(
                 gather_with_grad(ecg.float()),

@@ -22,7 +22,15 @@ import torch.distributed as dist
 from encoders.ecg import Preprocessing
 from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
-from encoders.training.data import datasets, open_manifest, record_label_strings, target_labels
+from encoders.training import recipe
+from encoders.training.augment import Augmentation
+from encoders.training.data import (
+    datasets,
+    held_out_diagnoses,
+    open_manifests,
+    record_label_strings,
+    target_labels,
+)
 from encoders.training.loop import LabelBank, LoopSettings, Run, StepInfo, fit
 from kb_store.store import KnowledgeBase
 
@@ -31,17 +39,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    data: str
+    """A pretraining run. ``data`` is one dataset spec or several (trained on together, each
+    label masked where a dataset never reports it); with several ``views`` every step draws one
+    view's vector per label."""
+
+    data: str | tuple[str, ...]
     out: Path
     db: Path
     vocab: str | None = None
     labels: tuple[str, ...] = ()
     holdout: tuple[str, ...] = ()
-    views: tuple[str, ...] = ("full",)
+    views: tuple[str, ...] = recipe.VIEWS
     text: EncoderSpec = field(default_factory=EncoderSpec)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(
+        default_factory=lambda: ModelConfig(
+            encoder=recipe.ENCODER, center_labels=recipe.CENTER_LABELS
+        )
+    )
     preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(crop="random"))
-    loop: LoopSettings = field(default_factory=LoopSettings)
+    loop: LoopSettings = field(
+        default_factory=lambda: LoopSettings(augment=Augmentation() if recipe.AUGMENT else None)
+    )
     split_seed: int = 0
     device: str | None = None
     resume: bool = False
@@ -67,7 +85,7 @@ class _Setup:
     """What rank 0 prepares from the knowledge base and shares with the other ranks."""
 
     entries: list[LabelEntry]
-    vectors: np.ndarray
+    vectors: np.ndarray  # (labels, dim), or (labels, views, dim) for several views
     mapping: dict[str, str]
     held_out: list[str]
     text_encoder: dict[str, Any]
@@ -81,13 +99,15 @@ def pretrain(
     device = _device(config.device, rank)
     torch.manual_seed(config.loop.seed + rank)
     np.random.seed(config.loop.seed + rank)
-    manifest = _on_rank0_first(
-        rank, lambda: open_manifest(config.data, split_seed=config.split_seed)
-    )
+    specs = (config.data,) if isinstance(config.data, str) else config.data
+    manifest = _on_rank0_first(rank, lambda: open_manifests(specs, split_seed=config.split_seed))
     setup = _broadcast(rank, lambda: _prepare(config, record_label_strings(manifest)))
     labels = [e.label for e in setup.entries]
     data = datasets(manifest, labels, setup.mapping, config.preprocessing)
-    model = KedModel(replace(config.model, text_dim=int(setup.vectors.shape[1])))
+    vectors = torch.from_numpy(setup.vectors)
+    model = KedModel(replace(config.model, text_dim=int(vectors.shape[-1])))
+    if config.model.center_labels:
+        model.set_label_center(vectors.reshape(-1, vectors.shape[-1]))
     run = Run(
         out=config.out,
         entries=setup.entries,
@@ -101,7 +121,7 @@ def pretrain(
         },
         resume=config.resume,
     )
-    bank = LabelBank(torch.from_numpy(setup.vectors))
+    bank = LabelBank(vectors)
     try:
         result = fit(
             model,
@@ -133,10 +153,7 @@ def _prepare(config: PretrainConfig, record_labels: set[str]) -> _Setup:
         unresolved = [e.label for e in entries if e.diagnosis_id is None]
         if unresolved:
             log.warning("labels without a diagnosis are left out: %s", ", ".join(unresolved))
-        held = {d.id for d in kb.resolve_many(config.holdout).values() if d is not None}
-        missing_holdout = [h for h, d in kb.resolve_many(config.holdout).items() if d is None]
-        if missing_holdout:
-            raise ValueError(f"held-out labels not found: {', '.join(missing_holdout)}")
+        held = held_out_diagnoses(kb, config.holdout)
         unique: dict[int, LabelEntry] = {}
         for entry in entries:
             if entry.diagnosis_id is not None and entry.diagnosis_id not in held:
@@ -155,10 +172,11 @@ def _prepare(config: PretrainConfig, record_labels: set[str]) -> _Setup:
             len(held),
         )
         embedder = Embedder(kb, config.text, device=config.device)
-        matrix = label_matrix(embedder, train_entries, list(config.views))
+        per_view = [label_matrix(embedder, train_entries, [v]).vectors for v in config.views]
+        vectors = per_view[0] if len(per_view) == 1 else np.stack(per_view, axis=1)
         held_out = [e.label for e in entries if e.diagnosis_id in held]
         text = {**embedder.description, "fingerprint": embedder.fingerprint}
-        return _Setup(train_entries, matrix.vectors, mapping, held_out, text)
+        return _Setup(train_entries, vectors, mapping, held_out, text)
 
 
 def _init_distributed() -> tuple[int, int]:

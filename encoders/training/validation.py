@@ -30,10 +30,14 @@ def predict(
 
 
 def macro_auroc(scores: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
-    """Mean AUROC over labels with both classes present, and how many labels that is."""
-    values = [
-        roc_auc_score(targets[:, c], scores[:, c])
-        for c in range(targets.shape[1])
-        if 0 < targets[:, c].sum() < len(targets)
-    ]
+    """Mean AUROC over labels with both classes present, and how many labels that is.
+
+    Unknown (NaN) targets are left out per label.
+    """
+    values = []
+    for c in range(targets.shape[1]):
+        known = ~np.isnan(targets[:, c])
+        column = targets[known, c]
+        if 0 < column.sum() < len(column):
+            values.append(roc_auc_score(column, scores[known, c]))
     return (float(np.mean(values)) if values else float("nan")), len(values)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from encoders.text import EncoderSpec
+from encoders.training import recipe
 from ked.cli.common import RescanOption, epoch_progress, require_label_source, settings
 from ked.cli.text_options import text_encoder_options
 
@@ -17,11 +18,15 @@ def pretrain_command(
     ctx: typer.Context,
     text: EncoderSpec,
     data: Annotated[
-        str,
-        typer.Option(help="dataset spec, e.g. ptbxl-array:/data/ptbxl_sample, a path, or 'sample'"),
+        list[str],
+        typer.Option(
+            help="dataset spec, e.g. ptbxl-array:/data/ptbxl_sample, a path, or 'sample'; repeat "
+            "to train on several datasets (a label counts as negative only where a dataset "
+            "reports it)"
+        ),
     ],
     out: Annotated[Path, typer.Option(help="run folder (checkpoints, metrics.jsonl)")],
-    vocab: Annotated[str | None, typer.Option(help="label vocabulary")] = None,
+    vocab: Annotated[str | None, typer.Option(help="label vocabulary, e.g. ptbxl-all")] = None,
     labels: Annotated[
         list[str] | None, typer.Option("--labels", help="labels instead of a vocabulary")
     ] = None,
@@ -29,23 +34,39 @@ def pretrain_command(
         list[str] | None, typer.Option(help="labels kept out of pretraining (for zero-shot tests)")
     ] = None,
     view: Annotated[
-        list[str] | None, typer.Option(help="knowledge view(s) of the label vectors (default full)")
+        list[str] | None,
+        typer.Option(
+            help="views trained against, one drawn per label and step "
+            f"(default {', '.join(recipe.VIEWS)})"
+        ),
     ] = None,
     encoder: Annotated[
         str, typer.Option(help="ECG encoder, e.g. xresnet1d101, xresnet1d_small")
-    ] = "xresnet1d101",
+    ] = recipe.ENCODER,
     head: Annotated[str, typer.Option(help="cosine or decoder")] = "cosine",
     adapter: Annotated[
         bool, typer.Option(help="train an MLP adapter on the label vectors")
     ] = False,
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    weight_decay: Annotated[float, typer.Option()] = 0.02,
-    warmup_epochs: Annotated[float, typer.Option()] = 1.0,
-    bce_weight: Annotated[float, typer.Option(help="weight of the per-label sigmoid loss")] = 1.0,
-    contrastive_weight: Annotated[float, typer.Option(help="weight of the contrastive loss")] = 1.0,
-    temperature: Annotated[float, typer.Option(help="contrastive temperature")] = 0.1,
+    center_labels: Annotated[
+        bool, typer.Option(help="centre label vectors on the mean training text")
+    ] = recipe.CENTER_LABELS,
+    augment: Annotated[
+        bool, typer.Option(help="shift, gain, wander, noise and lead dropout in training")
+    ] = recipe.AUGMENT,
+    epochs: Annotated[int, typer.Option(min=1)] = recipe.EPOCHS,
+    batch_size: Annotated[int, typer.Option(min=1)] = recipe.BATCH_SIZE,
+    lr: Annotated[float, typer.Option()] = recipe.LR,
+    weight_decay: Annotated[float, typer.Option()] = recipe.WEIGHT_DECAY,
+    warmup_epochs: Annotated[float, typer.Option()] = recipe.WARMUP_EPOCHS,
+    bce_weight: Annotated[
+        float, typer.Option(help="weight of the per-label sigmoid loss")
+    ] = recipe.BCE_WEIGHT,
+    contrastive_weight: Annotated[
+        float, typer.Option(help="weight of the contrastive loss")
+    ] = recipe.CONTRASTIVE_WEIGHT,
+    temperature: Annotated[
+        float, typer.Option(help="contrastive temperature")
+    ] = recipe.TEMPERATURE,
     workers: Annotated[int, typer.Option(min=0, help="data-loader worker processes")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str | None, typer.Option(help="cuda, cpu (default: best available)")] = None,
@@ -57,29 +78,37 @@ def pretrain_command(
 ) -> None:
     """Pretrain an ECG encoder against label vectors from the cache (embedded if missing).
 
+    The defaults are the recipe behind the README's zero-shot figures.
+
     Multi-GPU or multi-node: launch with torchrun, e.g.
     ``torchrun --nproc_per_node 4 -m ked pretrain ...``.
     """
     from encoders.ecg import Preprocessing
     from encoders.models.ked_model import ModelConfig
     from encoders.training import LoopSettings, LossWeights, PretrainConfig, pretrain
+    from encoders.training.augment import Augmentation
     from encoders.training.data import rescan_manifests
 
     require_label_source(vocab, labels)
     if head not in ("cosine", "decoder"):
         raise typer.BadParameter("--head is cosine or decoder")
     if rescan:
-        rescan_manifests([data])
+        rescan_manifests(data)
     config = PretrainConfig(
-        data=data,
+        data=tuple(data),
         out=out,
         db=settings(ctx).db,
         vocab=vocab,
         labels=tuple(labels or ()),
         holdout=tuple(holdout or ()),
-        views=tuple(view or ("full",)),
+        views=tuple(view or recipe.VIEWS),
         text=text,
-        model=ModelConfig(encoder=encoder, head=head, adapter=adapter),  # type: ignore[arg-type]
+        model=ModelConfig(
+            encoder=encoder,
+            head=head,  # type: ignore[arg-type]
+            adapter=adapter,
+            center_labels=center_labels,
+        ),
         preprocessing=Preprocessing(crop="random"),
         loop=LoopSettings(
             epochs=epochs,
@@ -91,6 +120,7 @@ def pretrain_command(
             workers=workers,
             max_steps_per_epoch=max_steps_per_epoch,
             loss=LossWeights(bce_weight, contrastive_weight, temperature),
+            augment=Augmentation() if augment else None,
         ),
         device=device,
         resume=resume,

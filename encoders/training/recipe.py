@@ -1,0 +1,25 @@
+"""The pretraining recipe: the defaults of `ked pretrain` and of the Python API, in one place.
+
+These are the settings behind the README's zero-shot figures (``bench/zero_shot.py``), so a
+user who runs ``ked pretrain`` on their own data without tuning flags trains that way. Plain
+values only: the command line reads them without importing torch.
+"""
+
+from __future__ import annotations
+
+ENCODER = "xresnet1d_small"
+"""ECG encoder; ``xresnet1d101`` is the reference's (use it on a GPU with data at scale)."""
+VIEWS: tuple[str, ...] = ("name", "summary", "full")
+"""Texts trained against: each step draws one view per label, so all of them work as queries."""
+CENTER_LABELS = True
+"""Centre label vectors on the mean pretraining text (stored in the checkpoint)."""
+AUGMENT = True
+"""Shift, gain, baseline wander, noise and lead dropout on training batches."""
+EPOCHS = 40
+BATCH_SIZE = 64
+LR = 3e-3
+WEIGHT_DECAY = 0.02
+WARMUP_EPOCHS = 1.0
+BCE_WEIGHT = 1.0
+CONTRASTIVE_WEIGHT = 1.0
+TEMPERATURE = 0.1
