@@ -1,10 +1,17 @@
 """Structured knowledge from any OpenAI-compatible chat-completions server.
 
-One :class:`KnowledgeClient` asks for a JSON-schema-constrained answer and falls back, the
-first time a server says it cannot do that, to JSON mode and then to plain text from which
-the JSON object is extracted. Answers are validated with pydantic; an invalid answer is sent
-back with the validation errors (the repair prompt). Transient HTTP failures are retried with
-exponential backoff and jitter, honouring ``Retry-After``.
+One :class:`KnowledgeClient` per server and run. It asks for a JSON-schema-constrained
+answer; the first time the server refuses a response format (whatever the status code) it
+falls back at once, for the rest of the run, to JSON mode and then to plain text from which
+the JSON object is extracted. Until one answer settles the mode, requests go one at a time,
+so a refusing server sees a single request in each mode it refuses.
+
+Answers are validated with pydantic and must be about the requested diagnosis; an invalid
+answer is sent back with its errors (the repair turn: system and user prompt, the last
+answer, clipped to the context budget when one is known, and its errors; never the whole
+history). An answer cut off at ``max_tokens`` is named as such and a complete, shorter one
+is asked for. Transient HTTP failures are retried with exponential backoff and jitter,
+honouring ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,29 +37,25 @@ from tenacity import (
 )
 
 from kb_store.aliases import refers_to
-from knowledge.prompting import KnowledgePrompts
+from knowledge.llm_errors import (
+    FALLBACK,
+    OutputMode,
+    connection_cause,
+    context_full,
+    error_text,
+    is_transient,
+    refuses_format,
+    retry_after_s,
+)
+from knowledge.prompting import KnowledgePrompts, PromptVariant, RenderedPrompt
 from knowledge.redaction import Redactor, redact_logs, redact_url, split_base_url
 from knowledge.schema import DiagnosisKnowledge, format_validation_errors
 
 log = logging.getLogger(__name__)
 
-
-class OutputMode(StrEnum):
-    """How the server is asked for JSON, most to least constrained."""
-
-    JSON_SCHEMA = "json_schema"
-    JSON_OBJECT = "json_object"
-    TEXT = "text"
-
-
-_FALLBACK = {
-    OutputMode.JSON_SCHEMA: OutputMode.JSON_OBJECT,
-    OutputMode.JSON_OBJECT: OutputMode.TEXT,
-}
-_UNSUPPORTED = re.compile(
-    r"response_format|json_schema|json_object|structured|grammar|not supported|unsupported", re.I
-)
-_TRANSIENT_STATUS = {408, 409, 429}
+_CHARS_PER_TOKEN = 3.0  # until the server's usage report tells the real ratio
+_BUDGET_SHARE = 0.9  # of the context left for the prompt: token counts from characters are rough
+_REASON_CHARS = 200
 
 
 class GenerationError(RuntimeError):
@@ -67,6 +70,14 @@ class GenerationError(RuntimeError):
         self.attempt = attempt
 
 
+class ContextFullError(GenerationError):
+    """The prompt did not fit the server's context; ``context_tokens`` if the server said."""
+
+    def __init__(self, message: str, context_tokens: int | None, attempt: int) -> None:
+        super().__init__("context_length", message, attempt=attempt)
+        self.context_tokens = context_tokens
+
+
 @dataclass(frozen=True)
 class LLMSettings:
     """Everything that shapes a request, except the API key (environment only)."""
@@ -79,6 +90,8 @@ class LLMSettings:
     concurrency: int = 8
     temperature: float = 0.2
     max_tokens: int = 4096
+    context_tokens: int | None = None  # the server's context size, when known
+    prompt: PromptVariant = "full"
     backoff_s: float = 0.5
     retry_max_wait_s: float = 30.0
 
@@ -94,6 +107,8 @@ class LLMSettings:
             "base_url": redact_url(self.base_url) if self.base_url else None,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
+            "context_tokens": self.context_tokens,
+            "prompt": self.prompt,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
             "max_repairs": self.max_repairs,
@@ -118,10 +133,28 @@ class Usage:
 class Generated:
     label: str
     record: DiagnosisKnowledge
-    raw_response: str
+    raw_response: str  # redacted
     mode: OutputMode
     repairs: int
     params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    text: str
+    mode: OutputMode
+    truncated: bool  # finish_reason "length": cut off at max_tokens
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    answer: _Answer
+    kind: str  # invalid_output, truncated or wrong_diagnosis
+    errors: list[str]
+
+
+class WrongDiagnosisError(ValueError):
+    """A valid record about another diagnosis than the one asked for."""
 
 
 def extract_json(text: str) -> Any:
@@ -145,17 +178,9 @@ def extract_json(text: str) -> Any:
 def parse_record(text: str) -> DiagnosisKnowledge:
     """Parse and validate an answer; ``ValueError`` lists what is wrong, field by field."""
     try:
-        data = extract_json(text)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-    try:
-        return DiagnosisKnowledge.model_validate(data)
+        return DiagnosisKnowledge.model_validate(extract_json(text))
     except ValidationError as exc:
         raise ValueError("\n".join(format_validation_errors(exc))) from None
-
-
-class WrongDiagnosisError(ValueError):
-    """A valid record about another diagnosis than the one asked for."""
 
 
 def _check_subject(
@@ -169,26 +194,9 @@ def _check_subject(
     return record
 
 
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
-    return False
-
-
-def _retry_after_s(exc: BaseException | None) -> float | None:
-    if not isinstance(exc, openai.APIStatusError):
-        return None
-    headers = exc.response.headers
-    try:
-        if "retry-after-ms" in headers:
-            return float(headers["retry-after-ms"]) / 1000
-        if "retry-after" in headers:
-            return float(headers["retry-after"])
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-    return None
+def _one_line(text: str, limit: int = _REASON_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class KnowledgeClient:
@@ -202,11 +210,19 @@ class KnowledgeClient:
         prompts: KnowledgePrompts | None = None,
     ) -> None:
         self.settings = settings
-        self.prompts = prompts or KnowledgePrompts()
+        self.prompts = prompts or KnowledgePrompts(variant=settings.prompt)
         self.usage = Usage()
         self.redact = Redactor.for_server(settings.base_url, api_key)
         redact_logs(self.redact)
         address = split_base_url(settings.base_url)
+        self._server = redact_url(address.url) if address.url else "https://api.openai.com/v1"
+        # One retry layer: tenacity (in _request), with the SDK's own retries off. The SDK
+        # decides from status and headers before it reads the body, so it would retry
+        # llama-cpp-python's HTTP 500 refusal of response_format instead of falling back;
+        # tenacity's predicate sees the whole error and the mode asked for. It also gives
+        # jittered exponential backoff that tests can shrink, a hook that counts and logs
+        # retries (redacted), and one concurrency slot per request and its retries. Only
+        # Retry-After, which the SDK does not expose, is read by hand (retry_after_s).
         self._client = openai.AsyncOpenAI(
             api_key=api_key or "not-needed",
             base_url=address.url,
@@ -217,14 +233,18 @@ class KnowledgeClient:
                 else None
             ),
             timeout=settings.timeout_s,
-            max_retries=0,  # tenacity below owns retries
+            max_retries=0,
         )
-        self._mode = OutputMode.JSON_SCHEMA
-        self.mode_changes: list[str] = []  # each fallback and the server's reason
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._backoff = wait_random_exponential(
             multiplier=settings.backoff_s, max=settings.retry_max_wait_s
         )
+        self._mode = OutputMode.JSON_SCHEMA
+        self._mode_settled = False  # set by the first answer that is not a refusal
+        self._probe = asyncio.Lock()  # one request at a time until the mode is settled
+        self.mode_changes: list[str] = []  # each fallback and the server's reason
+        self._context_tokens = settings.context_tokens
+        self._chars_per_token = _CHARS_PER_TOKEN
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -243,90 +263,199 @@ class KnowledgeClient:
         ``known_names`` (the diagnosis's aliases already stored), else it is sent back.
         """
         system, user = self.prompts.system, self.prompts.user(label, context)
-        messages: list[dict[str, str]] = [
-            {"role": "system", "content": system.text},
-            {"role": "user", "content": user.text},
-        ]
-        for repair in range(self.settings.max_repairs + 1):
-            raw, mode = await self._complete(label, messages, attempt=repair + 1)
-            try:
-                record = _check_subject(parse_record(raw), label, known_names)
-            except ValueError as exc:
-                kind = (
-                    "wrong_diagnosis" if isinstance(exc, WrongDiagnosisError) else "invalid_output"
-                )
-                errors = str(exc).splitlines()
-                log.info(
-                    "answer for %r rejected (%s, %d errors), attempt %d",
+        rejected: _Rejected | None = None
+        for attempt in range(1, self.settings.max_repairs + 2):
+            answer = await self._ask(label, system, user, rejected, attempt)
+            if answer.truncated:
+                log.warning(
+                    "answer for %r truncated: cut off at max_tokens=%d (finish_reason: length), "
+                    "attempt %d",
                     label,
-                    kind,
-                    len(errors),
-                    repair + 1,
+                    self.settings.max_tokens,
+                    attempt,
                 )
-                if repair == self.settings.max_repairs:
-                    raise GenerationError(
-                        kind,
-                        f"no valid record after {repair + 1} answers: " + "; ".join(errors[:10]),
-                        raw_response=self.redact(raw),
-                        attempt=repair + 1,
-                    ) from None
-                messages = [
-                    *messages,
-                    {"role": "assistant", "content": raw},
-                    {"role": "user", "content": self.prompts.repair(label, errors).text},
-                ]
+            try:
+                record = _check_subject(parse_record(answer.text), label, known_names)
+            except ValueError as exc:
+                rejected = self._reject(answer, exc)
+                log.info(
+                    "answer for %r rejected (%s), attempt %d: %s",
+                    label,
+                    rejected.kind,
+                    attempt,
+                    _one_line("; ".join(rejected.errors)),
+                )
                 continue
             params = {
                 **self.settings.public_params(),
-                "output_mode": mode.value,
-                "repairs": repair,
+                "output_mode": answer.mode.value,
+                "repairs": attempt - 1,
                 "templates": {
                     "system": system.template_sha256,
                     "user": user.template_sha256,
                     "repair": self.prompts.templates.source_sha256(self.prompts.REPAIR),
                 },
             }
-            return Generated(label, record, self.redact(raw), mode, repair, params)
-        raise AssertionError("unreachable")
+            return Generated(
+                label, record, self.redact(answer.text), answer.mode, attempt - 1, params
+            )
+        assert rejected is not None
+        raise GenerationError(
+            rejected.kind,
+            f"no valid record after {attempt} answers: " + "; ".join(rejected.errors[:10]),
+            raw_response=self.redact(rejected.answer.text),
+            attempt=attempt,
+        )
 
-    async def _complete(
-        self, label: str, messages: list[dict[str, str]], *, attempt: int
-    ) -> tuple[str, OutputMode]:
+    def _reject(self, answer: _Answer, exc: ValueError) -> _Rejected:
+        if isinstance(exc, WrongDiagnosisError):
+            return _Rejected(answer, "wrong_diagnosis", [str(exc)])
+        if answer.truncated:  # its "missing fields" would only mislead
+            limit = self.settings.max_tokens
+            return _Rejected(
+                answer,
+                "truncated",
+                [
+                    f"the answer was cut off at the {limit}-token limit (finish_reason: length) "
+                    "before its JSON object was complete"
+                ],
+            )
+        return _Rejected(answer, "invalid_output", str(exc).splitlines())
+
+    async def _ask(
+        self,
+        label: str,
+        system: RenderedPrompt,
+        user: RenderedPrompt,
+        rejected: _Rejected | None,
+        attempt: int,
+    ) -> _Answer:
+        """One answer; a repair turn that overflows a context of newly learnt size is refit."""
+        try:
+            return await self._complete(self._turn(label, system, user, rejected), attempt)
+        except ContextFullError as exc:
+            if rejected is None or not self._learn_context(exc.context_tokens):
+                raise
+            return await self._complete(self._turn(label, system, user, rejected), attempt)
+
+    def _turn(
+        self,
+        label: str,
+        system: RenderedPrompt,
+        user: RenderedPrompt,
+        rejected: _Rejected | None,
+    ) -> list[dict[str, str]]:
+        """The messages of one turn: the prompts, and for a repair the last answer (clipped
+        to the context budget) and what was wrong with it."""
+        messages = [
+            {"role": "system", "content": system.text},
+            {"role": "user", "content": user.text},
+        ]
+        if rejected is None:
+            return messages
+        repair = self.prompts.repair(
+            label,
+            rejected.errors,
+            truncated=rejected.answer.truncated,
+            max_tokens=self.settings.max_tokens,
+        ).text
+        used = sum(len(m["content"]) for m in messages) + len(repair)
+        answer = self._fit(rejected.answer.text, used)
+        if answer:
+            messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "user", "content": repair})
+        return messages
+
+    def _fit(self, answer: str, used_chars: int) -> str:
+        """The part of the last answer that fits the context beside the rest of the turn and
+        room for a full-length reply."""
+        if self._context_tokens is None:
+            return answer
+        tokens = (self._context_tokens - self.settings.max_tokens) * _BUDGET_SHARE
+        room = int(tokens * self._chars_per_token) - used_chars
+        if room >= len(answer):
+            return answer
+        log.info(
+            "repair turn: last answer %s to fit a %d-token context",
+            f"clipped to {room} of {len(answer)} characters" if room > 0 else "left out",
+            self._context_tokens,
+        )
+        return answer[: max(room, 0)]
+
+    def _learn_context(self, context_tokens: int | None) -> bool:
+        if context_tokens is None or (
+            self._context_tokens is not None and self._context_tokens <= context_tokens
+        ):
+            return False
+        log.info("server context: %d tokens; repair turns are fitted to it", context_tokens)
+        self._context_tokens = context_tokens
+        return True
+
+    async def _complete(self, messages: list[dict[str, str]], attempt: int) -> _Answer:
         """One answer's text, with retries and output-mode fallback."""
-        while True:
-            try:
-                # a slot covers one request and its retries, so backoff also slows the flow
-                async with self._semaphore:
-                    mode = self._mode
+        try:
+            response, mode = await self._send(messages)
+        except openai.OpenAIError as exc:
+            raise self._error(exc, attempt) from None
+        choice = response.choices[0] if response.choices else None
+        if choice is None:
+            raise GenerationError(
+                "invalid_output", "the server returned no choices", attempt=attempt
+            )
+        if response.usage is not None:
+            self.usage.prompt_tokens += response.usage.prompt_tokens or 0
+            self.usage.completion_tokens += response.usage.completion_tokens or 0
+            if response.usage.prompt_tokens:
+                chars = sum(len(m["content"]) for m in messages)
+                self._chars_per_token = max(1.0, chars / response.usage.prompt_tokens)
+        refusal = getattr(choice.message, "refusal", None)
+        if refusal or choice.finish_reason == "content_filter":
+            raise GenerationError(
+                "refusal",
+                self.redact(f"the model refused: {refusal or 'content filter'}"),
+                raw_response=self.redact(refusal) if refusal else None,
+                attempt=attempt,
+            )
+        return _Answer(choice.message.content or "", mode, choice.finish_reason == "length")
+
+    async def _send(self, messages: list[dict[str, str]]) -> tuple[Any, OutputMode]:
+        """One request (and its retries) in the current output mode, falling back at once
+        while the server refuses the mode. Until the mode is settled, requests go one at a
+        time, so every request after a refusal uses the mode that works."""
+        async with self._semaphore:
+            while True:
+                probing = not self._mode_settled
+                if probing:
+                    await self._probe.acquire()
+                    probing = not self._mode_settled
+                    if not probing:
+                        self._probe.release()
+                mode = self._mode
+                try:
                     response = await self._request(messages, mode)
-            except openai.APIStatusError as exc:
-                fallback = _FALLBACK.get(mode)
-                if exc.status_code in (400, 422) and fallback and _UNSUPPORTED.search(str(exc)):
-                    if self._mode == mode:
-                        log.warning("server refused %s output; falling back to %s", mode, fallback)
-                        self._mode = fallback
-                        self.mode_changes.append(f"{mode} -> {fallback}: HTTP {exc.status_code}")
-                    continue
-                raise self._error(exc, attempt) from None
-            except (openai.APIConnectionError, openai.OpenAIError) as exc:
-                raise self._error(exc, attempt) from None
-            choice = response.choices[0] if response.choices else None
-            if choice is None:
-                raise GenerationError(
-                    "invalid_output", "the server returned no choices", attempt=attempt
-                )
-            if response.usage is not None:
-                self.usage.prompt_tokens += response.usage.prompt_tokens or 0
-                self.usage.completion_tokens += response.usage.completion_tokens or 0
-            refusal = getattr(choice.message, "refusal", None)
-            if refusal or choice.finish_reason == "content_filter":
-                raise GenerationError(
-                    "refusal",
-                    f"the model refused: {refusal or 'content filter'}",
-                    raw_response=refusal,
-                    attempt=attempt,
-                )
-            return choice.message.content or "", mode
+                except openai.APIStatusError as exc:
+                    if refuses_format(exc, mode):
+                        self._fall_back(mode, exc)
+                        continue
+                    self._mode_settled = True
+                    raise
+                except openai.OpenAIError:
+                    self._mode_settled = True
+                    raise
+                finally:
+                    if probing:
+                        self._probe.release()
+                self._mode_settled = True
+                return response, mode
+
+    def _fall_back(self, mode: OutputMode, exc: openai.APIStatusError) -> None:
+        if self._mode is not mode:
+            return  # another request already fell back
+        fallback = FALLBACK[mode]
+        reason = self.redact(_one_line(f"HTTP {exc.status_code}: {error_text(exc)}"))
+        log.warning("server refused %s output (%s); using %s from now on", mode, reason, fallback)
+        self._mode = fallback
+        self.mode_changes.append(f"{mode} refused, {reason}")
 
     async def _request(self, messages: list[dict[str, str]], mode: OutputMode) -> Any:
         kwargs: dict[str, Any] = {
@@ -351,7 +480,7 @@ class KnowledgeClient:
         elif mode is OutputMode.JSON_OBJECT:
             kwargs["extra_body"] = {"response_format": {"type": "json_object"}}
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(partial(is_transient, mode=mode)),
             wait=self._wait,
             stop=stop_after_attempt(self.settings.max_retries + 1),
             before_sleep=self._before_retry,
@@ -365,7 +494,7 @@ class KnowledgeClient:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        retry_after = _retry_after_s(exc)
+        retry_after = retry_after_s(exc)
         if retry_after is not None:
             return min(retry_after, self.settings.retry_max_wait_s)
         return float(self._backoff(state))
@@ -377,18 +506,29 @@ class KnowledgeClient:
             "retrying after %s (attempt %d): %s",
             type(exc).__name__,
             state.attempt_number,
-            self.redact(str(exc)),
+            self.redact(_one_line(str(exc))),
         )
 
-    def _error(self, exc: BaseException, attempt: int) -> GenerationError:
+    def _error(self, exc: openai.OpenAIError, attempt: int) -> GenerationError:
+        message = self.redact(f"{type(exc).__name__}: {exc}")
         if isinstance(exc, openai.APITimeoutError):
-            kind = "timeout"
-        elif isinstance(exc, openai.APIConnectionError):
-            kind = "connection"
-        elif isinstance(exc, openai.RateLimitError):
+            timeout = self.settings.timeout_s
+            return GenerationError(
+                "timeout", f"no answer from {self._server} within {timeout:g} s", attempt=attempt
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = self.redact(connection_cause(exc))
+            return GenerationError(
+                "connection", f"cannot reach {self._server}: {cause}", attempt=attempt
+            )
+        if not isinstance(exc, openai.APIStatusError):
+            return GenerationError("client_error", message, attempt=attempt)
+        full, context_tokens = context_full(exc)
+        if full:
+            hint = " (a compact prompt, fewer max tokens or the context size make turns fit)"
+            return ContextFullError(message + hint, context_tokens, attempt)
+        if isinstance(exc, openai.RateLimitError):
             kind = "rate_limit"
-        elif isinstance(exc, openai.APIStatusError):
-            kind = "server_error" if exc.status_code >= 500 else f"http_{exc.status_code}"
         else:
-            kind = "client_error"
-        return GenerationError(kind, self.redact(f"{type(exc).__name__}: {exc}"), attempt=attempt)
+            kind = "server_error" if exc.status_code >= 500 else f"http_{exc.status_code}"
+        return GenerationError(kind, message, attempt=attempt)

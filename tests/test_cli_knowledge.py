@@ -12,7 +12,14 @@ from pathlib import Path
 
 from kb_store.store import KnowledgeBase, Provenance
 from knowledge.schema import DiagnosisKnowledge
-from tests.support.openai_server import LoopbackOpenAI, Reply, Request, answer, valid_record
+from tests.support.openai_server import (
+    LoopbackOpenAI,
+    Reply,
+    Request,
+    answer,
+    llama_cpp,
+    valid_record,
+)
 
 
 def ked(
@@ -58,6 +65,20 @@ def test_generate_command_accounts_for_every_label_and_exit_codes(db_path: Path)
     assert "1 of 4 labels failed (details: 'ked kb failures --run 2')" in bad.stderr
     failures = ked("kb", "failures", "--json", env={"KED_DB": str(db_path)}, check=True)
     assert json.loads(failures.stdout)[0]["error_kind"] == "http_401"
+
+
+def test_generate_prints_the_output_mode_a_llama_cpp_server_ended_with(db_path: Path) -> None:
+    with LoopbackOpenAI(llama_cpp) as server:
+        args = ("test a", "test b", "--max-tokens", "700", "--prompt", "compact")
+        result = ked("knowledge", "generate", *args, env=llm_env(server, db_path))
+        requests = server.requests
+    assert result.returncode == 0, result.stderr
+    assert [r.response_format for r in requests] == ["json_schema", "json_object", "json_object"]
+    assert all(r.body["max_tokens"] == 700 for r in requests)
+    assert "Fields of the record" in requests[0].body["messages"][0]["content"]
+    mode = result.stdout.splitlines()[-1]
+    assert mode.startswith("output mode: json_object (after json_schema refused, HTTP 500: ")
+    assert "response_format" in mode
 
 
 def test_blank_labels_are_a_usage_error_before_any_request(db_path: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,16 @@ import pytest
 from kb_store.store import KnowledgeBase
 from knowledge.generate import GenerationSummary, LabelError, generate_knowledge
 from knowledge.llm import KnowledgeClient, LLMSettings, OutputMode
-from tests.support.openai_server import LoopbackOpenAI, Reply, Request, answer, valid_record
+from knowledge.prompting import KnowledgePrompts
+from tests.support.openai_server import (
+    LoopbackOpenAI,
+    Reply,
+    Request,
+    answer,
+    llama_cpp,
+    llama_cpp_context_error,
+    valid_record,
+)
 
 SECRET = "sk-test-9f8e7d6c5b4a-never-store-me"
 
@@ -313,14 +323,18 @@ def test_a_synonym_or_a_stored_alias_of_the_requested_diagnosis_is_accepted(
         record = valid_record("test standard name")
         if request.label == "TSN":
             record["synonyms"] = ["tsn"]
+        if request.path == "/v1/chat/completions?unrelated=1":
+            record["name"] = "test unrelated name"
         return Reply(content=json.dumps(record))
 
     with LoopbackOpenAI(standard_name) as server:
         first = run(db_path, server, ["TSN"])
         # regenerating under another stored alias: the record's name is one the base knows
         forced = run(db_path, server, ["tsn"], force=True)
+        unrelated = server.base_url + "?unrelated=1"
+        other = run(db_path, server, ["tsn"], force=True, base_url=unrelated, max_repairs=0)
     assert first.generated == ["TSN"] and forced.generated == ["tsn"]
-    assert len(server.requests) == 2
+    assert other.failed == ["tsn"] and len(server.requests) == 3
 
 
 def test_labels_in_any_script_each_get_their_own_diagnosis(db_path: Path) -> None:
@@ -414,3 +428,129 @@ def test_credentials_in_the_base_url_reach_the_server_but_no_log_error_or_row(
         stored = kb.current_many([d.id for d, _, _ in kb.diagnoses()])
         (provenance,) = [k.provenance for k in stored.values()]
         assert provenance.params["base_url"] == server.base_url + "?api-key=[redacted]"
+
+
+def test_llama_cpp_500_refusal_falls_back_at_once_and_for_the_rest_of_the_run(
+    db_path: Path,
+) -> None:
+    labels = [f"test diagnosis {i}" for i in range(6)]
+    with LoopbackOpenAI(llama_cpp, latency_s=0.02) as server:
+        summary = run(db_path, server, labels, concurrency=4)
+    assert summary.ok and summary.retries == 0
+    formats = [r.response_format for r in server.requests]
+    assert formats == ["json_schema"] + ["json_object"] * len(labels)
+    assert summary.output_mode == "json_object"
+    (change,) = summary.mode_changes
+    assert change.startswith("json_schema refused, HTTP 500:") and "response_format" in change
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        (run_row,) = kb.runs()
+        recorded = json.loads(run_row["summary"])
+        assert recorded["output_mode"] == "json_object"
+        assert recorded["mode_changes"] == summary.mode_changes
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_refusal_of_the_response_format_is_recognised_whatever_the_status(
+    db_path: Path, status: int
+) -> None:
+    def refuses_schema(request: Request) -> Reply | None:
+        if request.response_format == "json_schema":
+            return Reply(status, error="response_format json_schema is not supported")
+        return None
+
+    with LoopbackOpenAI(scripted(refuses_schema)) as server:
+        summary = run(db_path, server, ["test a", "test b"], concurrency=2)
+    assert summary.ok and summary.output_mode == "json_object"
+    assert [r.response_format for r in server.requests].count("json_schema") == 1
+
+
+def test_truncated_answer_is_named_and_a_complete_one_is_asked_for(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    full = json.dumps(valid_record("test cut"))
+
+    def cut_off(request: Request) -> Reply | None:
+        if (request.label == "test cut" and request.nth == 1) or request.label == "test always":
+            return Reply(content=full[: len(full) // 2], finish_reason="length")
+        return None
+
+    caplog.set_level(logging.WARNING)
+    with LoopbackOpenAI(scripted(cut_off)) as server:
+        summary = run(db_path, server, ["test cut", "test always"], max_tokens=300)
+    assert summary.generated == ["test cut"] and summary.failed == ["test always"]
+    assert all(r.body["max_tokens"] == 300 for r in server.requests)
+    repair = server.requests_for("test cut")[1].last_user_message
+    assert "cut off at the 300-token limit (finish_reason: length)" in repair
+    assert "Write a complete answer that fits" in repair
+    assert "Field required" not in repair  # the cut-off object's missing fields would mislead
+    assert "answer for 'test always' truncated" in caplog.text
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        (failure,) = kb.failures(summary.run_id)
+        assert failure.error_kind == "truncated" and "cut off" in failure.message
+
+
+def test_repair_turn_sends_the_last_answer_only(db_path: Path) -> None:
+    with LoopbackOpenAI(lambda r: Reply(content=f"attempt {r.nth}: no record")) as server:
+        run(db_path, server, ["test hopeless"], max_repairs=2)
+    third = server.requests[2].body["messages"]
+    assert [m["role"] for m in third] == ["system", "user", "assistant", "user"]
+    assert third[2]["content"] == "attempt 2: no record"
+
+
+def test_repair_turn_is_fitted_to_the_context_the_server_reports(db_path: Path) -> None:
+    """A long invalid answer does not fit beside the prompt; the server's 400 names its
+    context, and the turn is sent again with the answer clipped to fit."""
+    context, max_tokens = 8192, 1000
+
+    def four_chars_a_token(request: Request) -> Reply:
+        tokens = sum(len(m["content"]) for m in request.body["messages"]) // 4
+        if tokens + max_tokens > context:
+            return llama_cpp_context_error(context, tokens, max_tokens)
+        if request.nth == 1:
+            return Reply(content="x" * 40_000, prompt_tokens=tokens)
+        return Reply(content=json.dumps(valid_record(request.label)), prompt_tokens=tokens)
+
+    with LoopbackOpenAI(four_chars_a_token) as server:
+        summary = run(db_path, server, ["test long"], max_tokens=max_tokens)
+    assert summary.ok and len(server.requests) == 3
+    refit = server.requests[2].body["messages"]
+    assert [m["role"] for m in refit] == ["system", "user", "assistant", "user"]
+    assert 0 < len(refit[2]["content"]) < 40_000
+
+
+def test_compact_prompt_is_recorded_with_its_own_hash(db_path: Path) -> None:
+    with LoopbackOpenAI() as server:
+        summary = run(db_path, server, ["test a"], prompt="compact")
+    system = server.requests[0].body["messages"][0]["content"]
+    assert "Fields of the record" in system and "JSON schema:" not in system
+    full = KnowledgePrompts()
+    assert len(system) < len(full.system.text) / 2
+    with KnowledgeBase(db_path, read_only=True) as kb:
+        diagnosis = kb.resolve("test a")
+        assert summary.ok and diagnosis is not None
+        stored = kb.current(diagnosis.id)
+        assert stored is not None and stored.provenance.params["prompt"] == "compact"
+        compact_sha = KnowledgePrompts(variant="compact").sha256
+        assert stored.provenance.prompt_sha256 == compact_sha != full.sha256
+
+
+def test_connection_errors_name_the_server_and_the_cause(db_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with LoopbackOpenAI(lambda r: Reply(reset=True)) as server:
+        resetting = with_credentials(server)
+        cases = {
+            f"http://{URL_USER}:{URL_PASSWORD}@127.0.0.1:{closed_port}/v1": "connection refused",
+            resetting: "connection reset by the server",
+            "http://no-such-host.invalid/v1": "DNS lookup failed",
+        }
+        for base_url, cause in cases.items():
+            summary = run(db_path, server, ["test down"], base_url=base_url, max_retries=1)
+            with KnowledgeBase(db_path, read_only=True) as kb:
+                failure = kb.failures(summary.run_id)[0]
+            shown = base_url.split("?")[0].replace(f"{URL_USER}:{URL_PASSWORD}@", "")
+            assert failure.error_kind == "connection"
+            assert failure.message.startswith(f"cannot reach {shown}")
+            assert cause in failure.message, failure.message
+            assert URL_PASSWORD not in failure.message and QUERY_KEY not in failure.message

@@ -35,6 +35,20 @@ def generate(
     timeout: Annotated[float, typer.Option(help="seconds per request")] = 60.0,
     max_retries: Annotated[int, typer.Option(min=0, help="retries of a failed request")] = 5,
     max_repairs: Annotated[int, typer.Option(min=0, help="re-asks after invalid output")] = 2,
+    max_tokens: Annotated[int, typer.Option(min=1, help="longest answer, in tokens")] = 4096,
+    context_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="the server's context size; repair turns are fitted to it (else learnt)"
+        ),
+    ] = None,
+    prompt: Annotated[
+        str,
+        typer.Option(
+            help="prompt variant: full (JSON schema and a worked example) or compact "
+            "(schema outline, for small local models)"
+        ),
+    ] = "full",
     force: Annotated[bool, typer.Option(help="regenerate even where knowledge exists")] = False,
 ) -> None:
     """Generate structured knowledge for diagnoses; skips those that already have it.
@@ -44,7 +58,10 @@ def generate(
     """
     from knowledge.generate import LabelError, check_labels
     from knowledge.llm import LLMSettings
+    from knowledge.prompting import PROMPT_VARIANTS
 
+    if prompt not in PROMPT_VARIANTS:
+        raise typer.BadParameter(f"--prompt is one of {', '.join(PROMPT_VARIANTS)}")
     wanted = list(labels or [])
     if file is not None:
         lines = file.read_text(encoding="utf-8").splitlines()
@@ -64,6 +81,9 @@ def generate(
         max_retries=max_retries,
         max_repairs=max_repairs,
         concurrency=concurrency,
+        max_tokens=max_tokens,
+        context_tokens=context_tokens,
+        prompt=prompt,  # type: ignore[arg-type]  # checked against PROMPT_VARIANTS above
     )
     with open_kb(ctx) as kb:
         summary = asyncio.run(_run(kb, llm, config.api_key, wanted, force))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -43,9 +45,49 @@ class Reply:
     status: int = 200
     content: str | None = None  # chat message content (200 only)
     refusal: str | None = None
+    finish_reason: str = "stop"  # "length": cut off at max_tokens
+    prompt_tokens: int = 100
+    completion_tokens: int = 50
     error: str = "error"  # error message (non-200)
+    error_body: dict[str, Any] | None = None  # the whole error body, instead of ``error``
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    reset: bool = False  # answer with a TCP reset instead of HTTP
+
+
+# What llama-cpp-python's server (0.3.x) answers a ``json_schema`` response format: its
+# route handler turns FastAPI's request validation error into HTTP 500.
+LLAMA_CPP_VALIDATION_ERROR = [
+    {
+        "type": "literal_error",
+        "loc": ("body", "response_format", "type"),
+        "msg": "Input should be 'text' or 'json_object'",
+        "input": "json_schema",
+        "ctx": {"expected": "'text' or 'json_object'"},
+    }
+]
+LLAMA_CPP_RESPONSE_FORMAT_500 = Reply(
+    500,
+    error_body={
+        "error": {
+            "message": str(LLAMA_CPP_VALIDATION_ERROR),
+            "type": "internal_server_error",
+            "param": None,
+            "code": None,
+        }
+    },
+)
+
+
+def llama_cpp_context_error(context: int, messages: int, completion: int) -> Reply:
+    """llama-cpp-python's answer to a prompt longer than its context."""
+    message = (
+        f"This model's maximum context length is {context} tokens. However, you requested "
+        f"{messages + completion} tokens ({messages} in the messages, {completion} in the "
+        "completion). Please reduce the length of the messages or completion."
+    )
+    error = {"message": message, "type": "invalid_request_error", "param": "messages"}
+    return Reply(400, error_body={"error": {**error, "code": "context_length_exceeded"}})
 
 
 @cache
@@ -64,6 +106,14 @@ def answer(label: str) -> Reply:
     return Reply(content=json.dumps(valid_record(label)))
 
 
+def llama_cpp(request: Request) -> Reply:
+    """A responder that answers as llama-cpp-python's server: valid records, and HTTP 500 for
+    a ``json_schema`` response format."""
+    if request.response_format == "json_schema":
+        return LLAMA_CPP_RESPONSE_FORMAT_500
+    return answer(request.label)
+
+
 def completion(reply: Reply, model: str) -> dict[str, Any]:
     message = {"role": "assistant", "content": reply.content, "refusal": reply.refusal}
     return {
@@ -71,8 +121,14 @@ def completion(reply: Reply, model: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}
+        ],
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        },
     }
 
 
@@ -155,7 +211,15 @@ class LoopbackOpenAI:
                     status, extra, payload = 200, {}, {"requests": len(self.requests)}
                 else:
                     body = json.loads(raw or b"{}")
-                    status, extra, payload = await self._answer(body, headers, path)
+                    reply = await self._reply(body, headers, path)
+                    if reply.reset:
+                        linger = struct.pack("ii", 1, 0)  # close with RST, not FIN
+                        writer.get_extra_info("socket").setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, linger
+                        )
+                        writer.transport.abort()
+                        return
+                    status, extra, payload = _response(reply, body)
                 data = json.dumps(payload).encode()
                 head_out = [f"HTTP/1.1 {status} X", "content-type: application/json"]
                 head_out += [f"content-length: {len(data)}"]
@@ -169,16 +233,20 @@ class LoopbackOpenAI:
         finally:
             writer.close()
 
-    async def _answer(
-        self, body: dict[str, Any], headers: dict[str, str], path: str
-    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+    async def _reply(self, body: dict[str, Any], headers: dict[str, str], path: str) -> Reply:
         request = self._record(body, headers, path)
         reply = await asyncio.to_thread(self.responder, request)
         await asyncio.sleep(self.latency_s + reply.delay_s)
-        if reply.status == 200:
-            return 200, reply.headers, completion(reply, body.get("model", "loopback"))
-        error = {"error": {"message": reply.error, "type": "loopback", "code": None}}
-        return reply.status, reply.headers, error
+        return reply
+
+
+def _response(reply: Reply, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    if reply.status == 200:
+        return 200, reply.headers, completion(reply, body.get("model", "loopback"))
+    error = reply.error_body or {
+        "error": {"message": reply.error, "type": "loopback", "code": None}
+    }
+    return reply.status, reply.headers, error
 
 
 def main() -> None:
