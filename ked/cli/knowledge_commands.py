@@ -83,7 +83,7 @@ def generate(
         concurrency=concurrency,
         max_tokens=max_tokens,
         context_tokens=context_tokens,
-        prompt=prompt,  # type: ignore[arg-type]  # checked against PROMPT_VARIANTS above
+        prompt=prompt,  # checked against PROMPT_VARIANTS above
     )
     with open_kb(ctx) as kb:
         summary = asyncio.run(_run(kb, llm, config.api_key, wanted, force))

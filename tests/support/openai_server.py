@@ -207,8 +207,9 @@ class LoopbackOpenAI:
                     for k, _, v in (line.partition(":") for line in lines[1:] if line)
                 }
                 raw = await reader.readexactly(int(headers.get("content-length", 0)))
+                extra: dict[str, str] = {}
                 if method == "GET":
-                    status, extra, payload = 200, {}, {"requests": len(self.requests)}
+                    status, payload = 200, {"requests": len(self.requests)}
                 else:
                     body = json.loads(raw or b"{}")
                     reply = await self._reply(body, headers, path)
