@@ -3,8 +3,9 @@
 Each request takes a fixed 200 ms. The ideal wall time is N x latency / concurrency; the
 script prints the measured wall time over that limit, at concurrency 1 and 16, and checks
 that a rerun sends zero requests. The first request of a run goes alone (it settles the
-server's output mode), so at concurrency 16 about one latency is added to the limit. The server runs in its own process, as a real one would,
-so its work does not compete with the client for the interpreter lock.
+server's output mode), which adds about one latency at concurrency 16. The server runs in
+its own process, as a real one would, so its work does not compete with the client for the
+interpreter lock.
 
     python bench/knowledge_generation.py [--labels 200] [--latency 0.2]
 """
