@@ -22,6 +22,7 @@ from encoders.training.loop import LabelBank
 from encoders.training.losses import AlignmentLoss, contrastive_loss
 from encoders.training.validation import macro_auroc
 from kb_store.store import KnowledgeBase
+from tests.support.cli import run_ked
 
 
 def test_unreported_labels_are_unknown_not_negative() -> None:
@@ -153,7 +154,10 @@ def test_holding_out_a_statement_holds_out_the_ptbxl_classes_containing_it(
 
 
 def test_pretraining_with_views_centring_and_augmentation_checkpoints_them(
-    kb_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kb_copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("KED_CACHE", str(tmp_path / "cache"))
     config = PretrainConfig(
@@ -178,3 +182,18 @@ def test_pretraining_with_views_centring_and_augmentation_checkpoints_them(
     assert checkpoint.model.label_center.abs().sum() > 0
     assert checkpoint.config["views"] == ["name", "summary", "full"]
     assert checkpoint.config["training"]["loop"]["augment"]["lead_dropout"] == 0.1
+
+    # The label space the model scores in: centring pulls LBBB and RBBB apart.
+    pair = ["--labels", "left bundle branch block", "--labels", "right bundle branch block"]
+    common = ["--db", str(kb_copy), "labels", "similarity", *pair, "--view", "full"]
+    code, raw, _ = run_ked(capsys, *common)
+    assert code == 0
+    code, scoring, _ = run_ked(capsys, *common, "--checkpoint", str(config.out))
+    assert code == 0
+    assert _first_cosine(scoring) < _first_cosine(raw) - 0.05
+
+
+def _first_cosine(output: str) -> float:
+    """The cosine of the first pair a ``ked labels similarity`` view block prints."""
+    line = next(line for line in output.splitlines() if line.startswith("  0."))
+    return float(line.split()[0])

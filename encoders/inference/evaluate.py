@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from encoders.ecg import ECGDataset, Manifest
 from encoders.evaluation import (
     BootstrapSettings,
     EvaluationResult,
-    LabelSpace,
     Predictions,
     evaluate,
     plot_auroc_bars,
@@ -140,7 +137,7 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
         stem = config.out / f"predictions-{_slug(condition)}"
         write_predictions(stem, data.record_ids, names, scores[eval_split], data.targets)
         files += [stem.with_suffix(".npz"), stem.with_suffix(".csv")]
-    flags = _flags(first, config.similarity_threshold)
+    flags = _flags(classifier, first, config.similarity_threshold)
     title = f"Zero-shot evaluation of {checkpoint.path} on {config.data} ({eval_split})"
     files += list(
         write_report(config.out / "report", results, title=title, flags=flags, groups=groups)
@@ -179,16 +176,13 @@ def _dataset(
     return ECGDataset(part, preprocessing, names, mapping.get, cache="memory")
 
 
-def _flags(vectors: LabelVectors, threshold: float) -> dict[str, str]:
+def _flags(
+    classifier: ZeroShotClassifier, vectors: LabelVectors, threshold: float
+) -> dict[str, str]:
+    """Labels with a neighbour closer than ``threshold`` in the space the model scores in."""
     if len(vectors.entries) < 2:
         return {}
-    space = LabelSpace(
-        [e.label for e in vectors.entries],
-        np.asarray(vectors.combined()),
-        "+".join(vectors.views),
-        [e.diagnosis for e in vectors.entries],
-    )
-    return space.flags(threshold)
+    return classifier.scoring_space(vectors).flags(threshold)
 
 
 def _slug(text: str) -> str:

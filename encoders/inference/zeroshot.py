@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from encoders.ecg import ECGDataset, ECGRecord
+from encoders.evaluation.label_space import LabelSpace
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
 from encoders.training.checkpoint import Checkpoint
 from encoders.training.data import evaluation_preprocessing
@@ -121,6 +122,18 @@ class ZeroShotClassifier:
         }
         vectors = LabelVectors(entries, list(views), per_view, fallback)
         return self._with_learned_head(vectors)
+
+    @torch.inference_mode()
+    def scoring_space(self, vectors: LabelVectors) -> LabelSpace:
+        """The label vectors as this model scores them (centred, adapted): where zero-shot
+        separates labels or not, which can differ from the raw text space."""
+        space = self.model.label_space(vectors.combined().to(self.device)).cpu().numpy()
+        return LabelSpace(
+            [e.label for e in vectors.entries],
+            space,
+            "+".join(vectors.views),
+            [e.diagnosis for e in vectors.entries],
+        )
 
     def _with_learned_head(self, vectors: LabelVectors) -> LabelVectors:
         """A fine-tuned checkpoint scores its own labels with the label vectors it learned.

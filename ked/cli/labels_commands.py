@@ -106,6 +106,13 @@ def similarity(
     out: Annotated[
         Path | None, typer.Option(help="folder for heatmap PNGs and label_similarity.json")
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="compare in the space this model scores in (its text encoder; label vectors "
+            "centred and adapted as it does); the text encoder options are then ignored"
+        ),
+    ] = None,
     device: DeviceOption = None,
     batch_size: BatchOption = 64,
     embed_missing: EmbedMissingOption = True,
@@ -117,16 +124,29 @@ def similarity(
     require_label_source(vocab, labels)
     views = _views(view)
     with open_kb(ctx, read_only=not embed_missing) as kb:
-        embedder = Embedder(kb, text, device=device, batch_size=batch_size)
         entries = label_entries(kb, vocab=vocab, labels=labels or [])
         if len(entries) < 2:
             raise typer.BadParameter("compare at least two labels")
-        spaces = {
-            v: LabelSpace.from_matrix(
-                label_matrix(embedder, entries, v.split("+"), embed_missing=embed_missing), v
-            )
-            for v in views
-        }
+        if checkpoint is not None:
+            from encoders.inference.zeroshot import ZeroShotClassifier
+            from encoders.training import load_checkpoint
+
+            classifier = ZeroShotClassifier(load_checkpoint(checkpoint), kb, device=device)
+            embedder = classifier.embedder
+            spaces = {
+                v: classifier.scoring_space(
+                    classifier.label_vectors(vocab=vocab, labels=labels or [], views=v.split("+"))
+                )
+                for v in views
+            }
+        else:
+            embedder = Embedder(kb, text, device=device, batch_size=batch_size)
+            spaces = {
+                v: LabelSpace.from_matrix(
+                    label_matrix(embedder, entries, v.split("+"), embed_missing=embed_missing), v
+                )
+                for v in views
+            }
     names = _display(entries)
     for space in spaces.values():
         _print_view(space, names, top, threshold)
