@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from kb_store.store import KnowledgeBase, Provenance
+from ked.errors import UserError
 from knowledge.llm import Generated, GenerationError, KnowledgeClient
 from knowledge.names import normalize_name
 
@@ -32,7 +33,7 @@ ProgressCallback = Callable[[str, Status], None]
 Outcome = tuple[str, Generated | GenerationError]
 
 
-class LabelError(ValueError):
+class LabelError(UserError, ValueError):
     """A requested label cannot name a diagnosis (empty, spaces or punctuation only)."""
 
 
