@@ -15,7 +15,11 @@ on another dataset as a whole (CinC 2021, Chapman, CPSC 2018, CODE-15). Three se
 tables give mean +- standard deviation over seeds and the mean of the per-seed 95% bootstrap
 intervals.
 
-    python bench/zero_shot.py [--out runs/zero-shot] [--seeds 0 1 2] [--epochs N]
+With ``--few-shot``, the first seed's knowledge-trained model is also adapted with 1%, 10% and
+100% of the PTB-XL train split (linear probe and full fine-tune; best epoch on val) and
+scored on the same test split.
+
+    python bench/zero_shot.py [--out runs/zero-shot] [--seeds 0 1 2] [--epochs N] [--few-shot]
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from encoders.inference.evaluate import EvalConfig, evaluate_checkpoint
-from encoders.training import PretrainConfig, pretrain
-from encoders.training.augment import Augmentation
+from encoders.training import LoopSettings, PretrainConfig, pretrain
+from encoders.training.finetune import FinetuneConfig, finetune
 from kb_store.store import KnowledgeBase
 from knowledge.curated import import_pack
 from knowledge.vocab import load_vocabulary
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--conditions", nargs="+", default=list(TEXT_CONDITIONS))
+    parser.add_argument("--few-shot", action="store_true")
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"shared ECG samples not found at {SHARED} (set KED_SHARED_DATA)")
@@ -77,7 +82,7 @@ def main() -> None:
                     data=ptbxl, out=run, db=db, vocab="ptbxl-all", holdout=HOLDOUT
                 )
                 views = TEXT_CONDITIONS[condition] or config.views
-                loop = replace(config.loop, seed=seed, augment=Augmentation())
+                loop = replace(config.loop, seed=seed)
                 if args.epochs:
                     loop = replace(loop, epochs=args.epochs)
                 result = pretrain(replace(config, views=views, loop=loop))
@@ -101,7 +106,31 @@ def main() -> None:
                 rows += _rows(condition, seed, dataset, outcome)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     _print_tables(rows, args.seeds)
+    if args.few_shot:
+        _few_shot(args.out / f"knowledge-seed{args.seeds[0]}", ptbxl, db)
     print(f"\n{len(args.seeds)} seeds, {time.perf_counter() - started:.0f} s in all")
+
+
+def _few_shot(checkpoint: Path, ptbxl: str, db: Path) -> None:
+    print("\nfew-shot on the PTB-XL test split (best epoch on val), macro AUROC over its labels")
+    for mode in ("linear", "full"):
+        for fraction in (0.01, 0.1, 1.0):
+            config = FinetuneConfig(
+                checkpoint=checkpoint,
+                data=ptbxl,
+                out=checkpoint.parent / f"finetune-{mode}-{fraction}",
+                db=db,
+                vocab="ptbxl-all",
+                mode=mode,
+                fraction=fraction,
+                loop=LoopSettings(epochs=20, lr=1e-3, warmup_epochs=0.0),
+            )
+            result = finetune(config)
+            print(
+                f"  {mode:6s} {fraction:>5.0%} of train ({result.train_records} records): "
+                f"{result.eval_auroc:.3f} (zero-shot {result.zero_shot_eval_auroc:.3f})",
+                flush=True,
+            )
 
 
 def _rows(condition: str, seed: int, dataset: str, outcome: Any) -> list[dict[str, Any]]:
