@@ -5,7 +5,9 @@ for a dataset used only for evaluation). Thresholds for F1, sensitivity and spec
 chosen on another split, never the evaluated one: ``val`` when evaluating ``test``, else
 ``train``; with ``all`` there is none, and the report says threshold metrics are absent.
 Labels are grouped by whether their diagnosis was among the checkpoint's training labels, and
-flagged where the label space puts another label closer than ``similarity_threshold``.
+flagged where the label space puts another label closer than ``similarity_threshold``. With
+``measured_rhythm`` the knowledge condition is also reported with the rate and regularity of
+each label's knowledge checked against the recordings (`encoders.inference.criteria`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class EvalConfig:
     labels: tuple[str, ...] = ()
     views: tuple[str, ...] | None = None  # default: the checkpoint's views
     ablation: bool = True
+    measured_rhythm: bool = True
     eval_split: str | None = None
     threshold_split: str | None = None
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
@@ -115,9 +118,17 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
     if threshold_split is not None:
         scored[threshold_split] = _dataset(manifest, threshold_split, names, mapping, checkpoint)
     config.out.mkdir(parents=True, exist_ok=True)
+    runs = [(condition, v, False) for condition, v in vectors.items()]
+    if config.measured_rhythm and views != ["name"]:
+        knowledge = next(iter(vectors))
+        runs.insert(1, (f"{knowledge} + measured rhythm", vectors[knowledge], True))
     results, predictions, files = {}, {}, []
-    for condition, label_vectors in vectors.items():
+    for condition, label_vectors, measured in runs:
         scores = {split: classifier.scores(d, label_vectors) for split, d in scored.items()}
+        if measured:
+            scores = {
+                s: v + classifier.rhythm_prior(scored[s], label_vectors) for s, v in scores.items()
+            }
         data = scored[eval_split]
         validation = (
             (scores[threshold_split], scored[threshold_split].targets)

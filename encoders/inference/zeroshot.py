@@ -21,7 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from encoders.ecg import ECGDataset, ECGRecord
+from encoders.ecg.rhythm import measure_rhythm
 from encoders.evaluation.label_space import LabelSpace
+from encoders.inference.criteria import rhythm_log_prior
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
 from encoders.training.checkpoint import Checkpoint
 from encoders.training.data import evaluation_preprocessing
@@ -31,6 +33,7 @@ from kb_store.store import KnowledgeBase
 from knowledge.generate import generate_knowledge
 from knowledge.leads import STANDARD_LEADS
 from knowledge.llm import KnowledgeClient, LLMSettings
+from knowledge.schema import DiagnosisKnowledge
 from knowledge.views import check_view
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class LabelVectors:
     views: list[str]
     per_view: dict[str, torch.Tensor]  # view -> (C, D)
     fallback: list[str]  # labels scored by their bare name (no knowledge)
+    knowledge: list[DiagnosisKnowledge | None]  # each label's current record, if any
 
     def resolved(self) -> LabelVectors:
         """Only the labels that resolve to a diagnosis, in the same order."""
@@ -66,6 +70,7 @@ class LabelVectors:
             self,
             entries=[self.entries[i] for i in rows],
             per_view={view: vectors[rows] for view, vectors in self.per_view.items()},
+            knowledge=[self.knowledge[i] for i in rows],
         )
 
     def combined(self) -> torch.Tensor:
@@ -120,7 +125,10 @@ class ZeroShotClassifier:
             view: label_matrix(self.embedder, entries, [view], fallback_to_name=True).tensor()
             for view in views
         }
-        vectors = LabelVectors(entries, list(views), per_view, fallback)
+        records = [
+            known[e.diagnosis_id].record if e.diagnosis_id in known else None for e in entries
+        ]
+        vectors = LabelVectors(entries, list(views), per_view, fallback, records)
         return self._with_learned_head(vectors)
 
     @torch.inference_mode()
@@ -200,6 +208,17 @@ class ZeroShotClassifier:
         ]
         return np.mean(per_view, axis=0)
 
+    def rhythm_prior(
+        self,
+        data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        vectors: LabelVectors,
+    ) -> np.ndarray:
+        """(N, C) log-compatibility of each recording's measured rate and regularity with each
+        label's knowledge (`encoders.inference.criteria`); add it to `scores`."""
+        fs = self.checkpoint.preprocessing.fs
+        measured = [measure_rhythm(data[i][0].numpy(), fs) for i in range(len(data))]  # type: ignore[arg-type]
+        return rhythm_log_prior(vectors.knowledge, measured)
+
     def predict(
         self,
         signals: np.ndarray | Sequence[ECGRecord],
@@ -211,8 +230,12 @@ class ZeroShotClassifier:
         record_ids: Sequence[str] | None = None,
         units: str = "mV",
         bandpass_hz: tuple[float, float] | None = None,
+        measured_rhythm: bool = True,
     ) -> pd.DataFrame:
         """A tidy table (record_id, label, diagnosis, score, probability) for raw signals.
+
+        With ``measured_rhythm`` the rate and regularity each label's knowledge states are
+        checked against the recording's (`rhythm_prior`).
 
         ``signals`` is an array (N, 12, T) in standard lead order sampled at ``fs`` (default:
         the checkpoint's rate) in ``units`` (``mV`` or ``z-score``), already filtered to
@@ -225,6 +248,8 @@ class ZeroShotClassifier:
             records, evaluation_preprocessing(self.checkpoint.preprocessing), [], lambda _: None
         )
         logits = self.scores(data, vectors, ensemble)
+        if measured_rhythm:
+            logits = logits + self.rhythm_prior(data, vectors)
         return tidy(data.record_ids, vectors.entries, logits)
 
 

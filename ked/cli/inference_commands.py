@@ -40,6 +40,12 @@ def zeroshot(
     ensemble: Annotated[
         str, typer.Option(help="several views: mean of 'vectors' or of 'scores'")
     ] = "vectors",
+    measured_rhythm: Annotated[
+        bool,
+        typer.Option(
+            help="check each label's knowledge rate and regularity against the recording's"
+        ),
+    ] = True,
     split: SplitOption = "all",
     device: Annotated[str | None, typer.Option()] = None,
     rescan: RescanOption = False,
@@ -67,6 +73,8 @@ def zeroshot(
         records, evaluation_preprocessing(model.preprocessing), names, mapping.get, cache="memory"
     )
     logits = classifier.scores(dataset, vectors, ensemble)  # type: ignore[arg-type]
+    if measured_rhythm:
+        logits = logits + classifier.rhythm_prior(dataset, vectors)
     table = tidy(dataset.record_ids, vectors.entries, logits, dataset.targets)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False) if out.suffix == ".csv" else table.to_parquet(out, index=False)
@@ -121,6 +129,13 @@ def eval_command(
         list[str] | None, typer.Option(help="knowledge views (default: the checkpoint's)")
     ] = None,
     ablation: Annotated[bool, typer.Option(help="also evaluate the bare name view")] = True,
+    measured_rhythm: Annotated[
+        bool,
+        typer.Option(
+            help="also report the knowledge condition with each label's knowledge rate and "
+            "regularity checked against the recording's"
+        ),
+    ] = True,
     split: Annotated[
         str | None, typer.Option(help="evaluated split (default test, else val)")
     ] = None,
@@ -150,6 +165,7 @@ def eval_command(
             labels=tuple(labels or ()),
             views=tuple(view) if view else None,
             ablation=ablation,
+            measured_rhythm=measured_rhythm,
             eval_split=split,
             threshold_split=threshold_split,
             bootstrap=BootstrapSettings(resamples=resamples, seed=seed),
