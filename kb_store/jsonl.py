@@ -10,12 +10,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from kb_store.store import KnowledgeBase, Provenance, StoredKnowledge
+from ked.errors import UserError
 from knowledge.schema import DiagnosisKnowledge, format_validation_errors
 
 _SOURCES = {"llm", "curated", "manual"}
 
 
-class ImportFileError(ValueError):
+class ImportFileError(UserError, ValueError):
     """A line of an import file is not a valid knowledge entry."""
 
 

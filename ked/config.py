@@ -18,11 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ked.errors import UserError
+
 DEFAULT_DB = Path("ked.duckdb")
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
 
 
-class ProviderNotConfiguredError(RuntimeError):
+class ProviderNotConfiguredError(UserError, RuntimeError):
     """Knowledge generation was asked for but no LLM server is configured."""
 
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from kb_store.aliases import lookup_plan, record_aliases
 from kb_store.store import KnowledgeBase, Provenance, content_sha256
+from ked.errors import UserError
 from knowledge.names import normalize_name
 from knowledge.schema import DiagnosisKnowledge, format_validation_errors
 from knowledge.vocab import load_vocabulary
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 PACK_DIR = Path(__file__).resolve().parent / "curated"
 
 
-class PackError(ValueError):
+class PackError(UserError, ValueError):
     """The pack on disk is invalid or does not cover what was asked of it."""
 
 

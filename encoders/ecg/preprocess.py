@@ -15,7 +15,10 @@
 2. `Preprocessing.window`, per draw: crop to ``window_s`` (start, centre, or a random offset from
    a numpy ``Generator``), normalise each lead to zero mean and unit standard deviation over the
    window (dividing by ``max(std, eps)``, so a flat lead stays flat instead of blowing up), then
-   pad records shorter than the window with zeros at the end.
+   pad records shorter than the window with zeros at the end. ``normalize="record"`` instead
+   divides every lead by one scale, the median standard deviation of the present leads, so the
+   leads keep their relative amplitudes (what voltage criteria such as LVH's compare); it suits
+   data in physical units, not data already z-scored per lead.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 CropMode = Literal["start", "center", "random"]
 _CROP_MODES = ("start", "center", "random")
-_NORMALIZATIONS = ("zscore", "none")
+_NORMALIZATIONS = ("zscore", "record", "none")
 _PREPARE_FIELDS = ("fs", "bandpass_hz", "filter_order", "max_gap_s")
 _MAX_DENOMINATOR = 1000  # resampling ratios are exact for rates with up to 3 decimals' structure
 
@@ -60,7 +63,8 @@ class Preprocessing:
     """Settings of the preprocessing pipeline (see the module docstring for the steps).
 
     Defaults follow the reference model: 100 Hz, 10 s windows (1000 samples), 0.5-40 Hz band-pass,
-    per-lead z-score. ``bandpass_hz=None`` disables filtering, ``normalize="none"`` keeps units.
+    per-lead z-score. ``bandpass_hz=None`` disables filtering, ``normalize="record"`` keeps the
+    leads' relative amplitudes, ``normalize="none"`` keeps units.
     """
 
     fs: float = 100.0
@@ -68,7 +72,7 @@ class Preprocessing:
     crop: CropMode = "start"
     bandpass_hz: tuple[float, float] | None = (0.5, 40.0)
     filter_order: int = 4
-    normalize: Literal["zscore", "none"] = "zscore"
+    normalize: Literal["zscore", "record", "none"] = "zscore"
     eps: float = 1e-3
     max_gap_s: float = 0.1
 
@@ -161,10 +165,13 @@ class Preprocessing:
             start = self._crop_start(x.shape[-1] - n, rng)
             x = x[:, start : start + n]
         x = x.astype(np.float32, copy=True)
-        if self.normalize == "zscore":
-            mean = x.mean(axis=-1, keepdims=True)
+        if self.normalize != "none":
+            x = x - x.mean(axis=-1, keepdims=True)
             std = x.std(axis=-1, keepdims=True)
-            x = (x - mean) / np.maximum(std, self.eps)
+            if self.normalize == "record":
+                present = std[ecg.lead_mask]
+                std = np.full_like(std, np.median(present) if present.size else 1.0)
+            x = x / np.maximum(std, self.eps)
         x[~ecg.lead_mask] = 0.0
         if x.shape[-1] < n:
             x = np.pad(x, ((0, 0), (0, n - x.shape[-1])))

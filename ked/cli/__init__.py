@@ -48,9 +48,6 @@ app.command("explain", rich_help_panel=DIAGNOSIS)(inference_commands.explain_com
 # loaded module. ked's own are `ked.errors.UserError`s.
 USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("ked.errors", "UserError"),
-    ("kb_store.jsonl", "ImportFileError"),
-    ("knowledge.curated", "PackError"),
-    ("ked.config", "ProviderNotConfiguredError"),
     ("builtins", "KeyError"),
     ("builtins", "FileNotFoundError"),
 )
