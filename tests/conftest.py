@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the real ECG samples and a fresh knowledge base file."""
+"""Shared fixtures: paths to the real ECG samples, knowledge base files built once per session
+(the curated pack; the pack with the PTB-XL label vectors embedded), and fresh copies."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from encoders.text import Embedder, EncoderSpec, label_entries, view_texts
 from kb_store.store import KnowledgeBase
 from knowledge.curated import import_pack
 
@@ -40,8 +42,19 @@ def curated_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def embedded_kb(curated_kb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The curated knowledge base with the name and full views of the PTB-XL labels embedded by
+    the default text encoder, so tests that train or score need not load it. Shared: copy it."""
+    path = copy_kb(curated_kb, tmp_path_factory.mktemp("embedded"))
+    with KnowledgeBase(path) as kb:
+        by_view = view_texts(kb, label_entries(kb, vocab="ptbxl"), ["name", "full"])
+        Embedder(kb, EncoderSpec()).embed([text for texts in by_view.values() for text in texts])
+    return path
+
+
 def copy_kb(curated: Path, folder: Path) -> Path:
-    """A private copy of the curated knowledge base in ``folder``."""
+    """A private copy of a shared knowledge base file in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copy(curated, folder / "kb.duckdb"))
 

@@ -26,6 +26,7 @@ from encoders.text import (
 from encoders.text.export import FORMATS, sidecar_path
 from kb_store.embeddings import vector_sha256
 from kb_store.store import KnowledgeBase
+from tests.conftest import copy_kb
 from tests.test_cli_knowledge import ked
 
 LABELS = [
@@ -41,6 +42,12 @@ LABELS = [
 @pytest.fixture
 def kb_path(kb_copy: Path) -> Path:
     return kb_copy
+
+
+@pytest.fixture
+def embedded_copy(embedded_kb: Path, tmp_path: Path) -> Path:
+    """A copy of the knowledge base with the PTB-XL labels' name and full vectors cached."""
+    return copy_kb(embedded_kb, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -181,16 +188,24 @@ def test_interrupted_job_resumes_where_it_stopped(kb_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
-def test_export_round_trips_with_sidecar(kb_path: Path, tmp_path: Path, suffix: str) -> None:
+def test_export_round_trips_with_sidecar(embedded_copy: Path, tmp_path: Path, suffix: str) -> None:
     out = tmp_path / f"ptbxl{suffix}"
     result = ked(
-        "--db", str(kb_path), "export", "--vocab", "ptbxl", "--view", "name", "--out", str(out)
+        "--db",
+        str(embedded_copy),
+        "export",
+        "--vocab",
+        "ptbxl",
+        "--view",
+        "name",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(sidecar_path(out).read_text())
     assert sidecar["labels"][:3] == ["NDT", "NST_", "DIG"] and sidecar["count"] == 71
     assert sidecar["views"] == ["name"] and sidecar["dim"] == 384
-    with KnowledgeBase(kb_path, read_only=True) as kb:
+    with KnowledgeBase(embedded_copy, read_only=True) as kb:
         embedder = Embedder(kb, EncoderSpec())
         expected = label_matrix(
             embedder, label_entries(kb, vocab="ptbxl"), ["name"], embed_missing=False

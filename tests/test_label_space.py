@@ -37,9 +37,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def label_db(tmp_path_factory: pytest.TempPathFactory, curated_kb: Path) -> Path:
+def label_db(tmp_path_factory: pytest.TempPathFactory, embedded_kb: Path) -> Path:
     """A knowledge base with the curated pack (closed again, so the CLI can open it)."""
-    path = copy_kb(curated_kb, tmp_path_factory.mktemp("labels"))
+    path = copy_kb(embedded_kb, tmp_path_factory.mktemp("labels"))
     return path
 
 

@@ -17,14 +17,15 @@ from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pre
 from encoders.training.data import datasets, open_manifest, record_label_strings, target_labels
 from encoders.training.validation import macro_auroc, predict
 from kb_store.store import KnowledgeBase
+from tests.conftest import copy_kb
 from tests.support.cli import run_ked
 from tests.support.unsafe import Payload
 
 
 @pytest.fixture
-def config(kb_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PretrainConfig:
+def config(embedded_kb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PretrainConfig:
     monkeypatch.setenv("KED_CACHE", str(tmp_path / "cache"))
-    db = kb_copy
+    db = copy_kb(embedded_kb, tmp_path)
     return PretrainConfig(
         data="sample",
         out=tmp_path / "run",

@@ -28,10 +28,10 @@ from tests.test_cli_knowledge import ked
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, curated_kb: Path) -> tuple[Path, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory, embedded_kb: Path) -> tuple[Path, Path]:
     """(knowledge base, run folder) of a small model with atrial fibrillation held out."""
     root = tmp_path_factory.mktemp("zeroshot")
-    db = copy_kb(curated_kb, root)
+    db = copy_kb(embedded_kb, root)
     config = PretrainConfig(
         data="sample",
         out=root / "run",
