@@ -219,16 +219,20 @@ def test_finetune_starts_from_zero_shot_and_selects_on_validation(
     manifest = open_manifest("sample")
     with KnowledgeBase(kb_copy, read_only=True) as kb:
         mapping = target_labels(kb, tuned.entries, record_label_strings(manifest))
-    test = datasets(manifest, tuned.labels, mapping, checkpoint.preprocessing, splits=("test",))
-    val = test["test"]
-    zero = classifier.scores(val, vectors)
-    assert macro_auroc(zero, val.targets)[0] == pytest.approx(result.zero_shot_eval_auroc, abs=1e-9)
+    splits = ("test",)
+    test = datasets(manifest, tuned.labels, mapping, checkpoint.preprocessing, splits=splits)[
+        "test"
+    ]
+    zero = classifier.scores(test, vectors)
+    assert macro_auroc(zero, test.targets)[0] == pytest.approx(
+        result.zero_shot_eval_auroc, abs=1e-9
+    )
     # evaluating the tuned checkpoint uses its learned label vectors, so it reproduces the result
     with KnowledgeBase(kb_copy) as kb:
         tuned_classifier = ZeroShotClassifier(tuned, kb)
         tuned_vectors = tuned_classifier.label_vectors(vocab="ptbxl", views=tuned.views)
-    tuned_scores = tuned_classifier.scores(val, tuned_vectors.resolved())
-    assert macro_auroc(tuned_scores, val.targets)[0] == pytest.approx(result.eval_auroc, abs=1e-9)
+    tuned_scores = tuned_classifier.scores(test, tuned_vectors.resolved())
+    assert macro_auroc(tuned_scores, test.targets)[0] == pytest.approx(result.eval_auroc, abs=1e-9)
     # the encoder stayed frozen in the linear probe
     for name, tensor in checkpoint.model.encoder.state_dict().items():
         assert np.array_equal(tensor.numpy(), tuned.model.encoder.state_dict()[name].numpy()), name
