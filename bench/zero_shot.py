@@ -82,16 +82,13 @@ def main() -> None:
     for condition in args.conditions:
         for seed in args.seeds:
             run = args.out / f"{condition}-seed{seed}"
-            checkpoint = run / "best.safetensors"
-            if not checkpoint.is_file():  # a rerun resumes where it stopped
-                config = PretrainConfig(
-                    data=ptbxl, out=run, db=db, vocab="ptbxl-all", holdout=HOLDOUT
-                )
+            config = PretrainConfig(data=ptbxl, out=run, db=db, vocab="ptbxl-all", holdout=HOLDOUT)
+            loop = replace(config.loop, seed=seed, epochs=args.epochs or config.loop.epochs)
+            done = run / "metrics.jsonl"
+            if not done.is_file() or len(done.read_text().splitlines()) < loop.epochs:
                 views = TEXT_CONDITIONS[condition] or config.views
-                loop = replace(config.loop, seed=seed)
-                if args.epochs:
-                    loop = replace(loop, epochs=args.epochs)
-                result = pretrain(replace(config, views=views, loop=loop))
+                resume = (run / "last.pt").is_file()  # a rerun resumes where it stopped
+                result = pretrain(replace(config, views=views, loop=loop, resume=resume))
                 print(f"{condition} seed {seed}: best epoch {result.best_epoch} (val)", flush=True)
             evaluations = {"PTB-XL test": (ptbxl, "ptbxl-all", None)}
             evaluations |= {
