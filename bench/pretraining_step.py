@@ -49,10 +49,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from encoders.datasets import record_label_strings, target_labels
 from encoders.ecg import ECGDataset, Manifest, Preprocessing
 from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
-from encoders.training.data import record_label_strings, target_labels
 from encoders.training.losses import AlignmentLoss
 from kb_store.store import KnowledgeBase
 from knowledge.curated import import_pack

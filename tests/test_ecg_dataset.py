@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from encoders.datasets import open_manifest
 from encoders.ecg import (
     ECGDataset,
     ECGReadError,
@@ -27,7 +28,6 @@ from encoders.ecg import (
     sample_data_dir,
     seeded_split,
 )
-from encoders.training.data import open_manifest
 from tests.support.checkpoints import untrained_checkpoint
 from tests.support.cli import run_ked
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from encoders.datasets import datasets, open_manifest, record_label_strings, target_labels
+from encoders.inference.predict import macro_auroc, predict
 from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pretrain
-from encoders.training.data import datasets, open_manifest, record_label_strings, target_labels
-from encoders.training.validation import macro_auroc, predict
 from kb_store.store import KnowledgeBase
 from tests.conftest import copy_kb
 from tests.support.cli import run_ked

@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 import torch
 
+from encoders.datasets import held_out_diagnoses, open_manifest, reported_labels
 from encoders.ecg import ECGDataset, Manifest, Preprocessing
 from encoders.ecg.dataset import unreported_as_unknown
+from encoders.inference.predict import macro_auroc
 from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.training import PretrainConfig, load_checkpoint, pretrain
 from encoders.training.augment import Augmentation
-from encoders.training.data import held_out_diagnoses, open_manifest, reported_labels
 from encoders.training.loop import LabelBank
 from encoders.training.losses import AlignmentLoss, contrastive_loss
-from encoders.training.validation import macro_auroc
 from kb_store.store import KnowledgeBase
 from tests.support.cli import run_ked
 

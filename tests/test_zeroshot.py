@@ -12,13 +12,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from encoders.datasets import datasets, open_manifest, record_label_strings, target_labels
 from encoders.ecg import open_source
+from encoders.inference.predict import macro_auroc
 from encoders.inference.zeroshot import ZeroShotClassifier
 from encoders.models.ked_model import ModelConfig
 from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pretrain
-from encoders.training.data import datasets, open_manifest, record_label_strings, target_labels
 from encoders.training.finetune import FinetuneConfig, few_shot_indices, finetune
-from encoders.training.validation import macro_auroc
 from kb_store.embeddings import EncoderMismatchError
 from kb_store.store import KnowledgeBase
 from knowledge.llm import LLMSettings

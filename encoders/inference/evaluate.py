@@ -18,6 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from encoders.datasets import (
+    evaluation_preprocessing,
+    open_manifest,
+    record_label_strings,
+    target_labels,
+)
 from encoders.ecg import ECGDataset, Manifest
 from encoders.evaluation import (
     BootstrapSettings,
@@ -30,13 +36,7 @@ from encoders.evaluation import (
     write_report,
 )
 from encoders.inference.zeroshot import LabelVectors, LLMProvider, ZeroShotClassifier
-from encoders.training.checkpoint import load_checkpoint
-from encoders.training.data import (
-    evaluation_preprocessing,
-    open_manifest,
-    record_label_strings,
-    target_labels,
-)
+from encoders.models.checkpoint import load_checkpoint
 from kb_store.store import KnowledgeBase
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGRecord
 from encoders.explain import Explanation, explain
 from encoders.inference.zeroshot import ZeroShotClassifier
-from encoders.training.data import evaluation_preprocessing
 
 
 def explain_recording(

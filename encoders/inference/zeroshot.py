@@ -20,14 +20,14 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGDataset, ECGRecord
 from encoders.ecg.rhythm import measure_rhythm
 from encoders.evaluation.label_space import LabelSpace
 from encoders.inference.criteria import rhythm_log_prior
+from encoders.inference.predict import predict
+from encoders.models.checkpoint import Checkpoint
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
-from encoders.training.checkpoint import Checkpoint
-from encoders.training.data import evaluation_preprocessing
-from encoders.training.validation import predict
 from kb_store.embeddings import EncoderMismatchError
 from kb_store.store import KnowledgeBase
 from knowledge.generate import generate_knowledge

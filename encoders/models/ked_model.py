@@ -4,8 +4,8 @@ ECG -> encoder features (B, C_ecg, T') -> mean over time -> projection into the 
 space (B, D). Label vectors (C, D) come from the embedding cache, optionally centred (the mean
 of the pretraining label texts, a buffer stored with the weights, is subtracted and the result
 renormalised, so that the direction every ECG text shares stops dominating the cosine) and
-optionally through a trainable adapter; the text encoder never runs here. The default head scores each pair by a
-scaled cosine plus a bias; the label-query decoder is an option.
+optionally through a trainable adapter; the text encoder never runs here. The default head
+scores each pair by a scaled cosine plus a bias; the label-query decoder is an option.
 """
 
 from __future__ import annotations

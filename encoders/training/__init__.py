@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from encoders.lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from encoders.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+    from encoders.models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
     from encoders.training.loop import LoopSettings, StepInfo
     from encoders.training.losses import AlignmentLoss, LossWeights
     from encoders.training.pretraining import PretrainConfig, PretrainResult, pretrain

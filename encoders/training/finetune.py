@@ -22,18 +22,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from encoders.ecg import ECGDataset
-from encoders.inference.zeroshot import ZeroShotClassifier
-from encoders.training.checkpoint import load_checkpoint
-from encoders.training.data import (
+from encoders.datasets import (
     datasets,
     evaluation_preprocessing,
     open_manifest,
     record_label_strings,
     target_labels,
 )
+from encoders.ecg import ECGDataset
+from encoders.inference.predict import macro_auroc, predict
+from encoders.inference.zeroshot import ZeroShotClassifier
+from encoders.models.checkpoint import load_checkpoint
 from encoders.training.loop import LabelBank, LoopSettings, Run, StepInfo, fit
-from encoders.training.validation import macro_auroc, predict
 from kb_store.store import KnowledgeBase
 
 log = logging.getLogger(__name__)

@@ -29,13 +29,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from transformers import get_cosine_schedule_with_warmup
 
 from encoders.ecg import Preprocessing
+from encoders.inference.predict import macro_auroc, predict
+from encoders.models.checkpoint import CheckpointError, load_training_state, save_checkpoint
 from encoders.models.ked_model import KedModel, ModelOutput
 from encoders.text.labels import LabelEntry
 from encoders.training import recipe
 from encoders.training.augment import Augmentation
-from encoders.training.checkpoint import CheckpointError, load_training_state, save_checkpoint
 from encoders.training.losses import AlignmentLoss, LossWeights
-from encoders.training.validation import macro_auroc, predict
 from ked.errors import one_line
 
 log = logging.getLogger(__name__)

@@ -19,18 +19,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from encoders.ecg import Preprocessing
-from encoders.models.ked_model import KedModel, ModelConfig
-from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
-from encoders.training import recipe
-from encoders.training.augment import Augmentation
-from encoders.training.data import (
+from encoders.datasets import (
     datasets,
     held_out_diagnoses,
     open_manifests,
     record_label_strings,
     target_labels,
 )
+from encoders.ecg import Preprocessing
+from encoders.models.ked_model import KedModel, ModelConfig
+from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
+from encoders.training import recipe
+from encoders.training.augment import Augmentation
 from encoders.training.loop import LabelBank, LoopSettings, Run, StepInfo, fit
 from kb_store.store import KnowledgeBase
 

@@ -118,12 +118,12 @@ def _echo_held_out(outcome: EvalOutcome) -> None:
 
 def _explain_one(run: Path, data: str, db: Path, report: Path) -> None:
     """Explain complete LBBB on the first evaluated recording that has it."""
+    from encoders.datasets import open_manifest
     from encoders.ecg import open_source
     from encoders.explain import plot_explanation
     from encoders.inference.explain_recording import explain_recording
     from encoders.inference.zeroshot import ZeroShotClassifier
     from encoders.training import load_checkpoint
-    from encoders.training.data import open_manifest
     from kb_store.store import KnowledgeBase
 
     manifest = open_manifest(data)

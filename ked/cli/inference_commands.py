@@ -19,7 +19,7 @@ SplitOption = Annotated[str, typer.Option(help="train, val, test or all")]
 
 
 def _records(data: str, split: str, rescan: bool) -> Manifest:
-    from encoders.training.data import open_manifest
+    from encoders.datasets import open_manifest
 
     manifest = open_manifest(data, rescan=rescan)
     return manifest if split == "all" else manifest.split(split)
@@ -51,10 +51,10 @@ def zeroshot(
     rescan: RescanOption = False,
 ) -> None:
     """Score recordings against diagnoses written in words (zero-shot)."""
+    from encoders.datasets import evaluation_preprocessing, record_label_strings, target_labels
     from encoders.ecg import ECGDataset
     from encoders.inference.zeroshot import ZeroShotClassifier, tidy
     from encoders.training import load_checkpoint
-    from encoders.training.data import evaluation_preprocessing, record_label_strings, target_labels
 
     require_label_source(vocab, labels)
     if ensemble not in ("vectors", "scores") or out.suffix not in (".csv", ".parquet"):
@@ -96,10 +96,10 @@ def encode(
     rescan: RescanOption = False,
 ) -> None:
     """One vector per recording, with record ids, for downstream tasks."""
+    from encoders.datasets import evaluation_preprocessing
     from encoders.ecg import ECGDataset
     from encoders.inference.embedding import Space, embed_recordings, write_embeddings
     from encoders.training import load_checkpoint
-    from encoders.training.data import evaluation_preprocessing
 
     if space not in ("projected", "pooled"):
         raise typer.BadParameter("--space is projected or pooled")
@@ -148,9 +148,9 @@ def eval_command(
     rescan: RescanOption = False,
 ) -> None:
     """Zero-shot evaluation with bootstrap intervals and the knowledge-vs-name ablation."""
+    from encoders.datasets import rescan_manifests
     from encoders.evaluation import BootstrapSettings
     from encoders.inference.evaluate import EvalConfig, evaluate_checkpoint
-    from encoders.training.data import rescan_manifests
 
     require_label_source(vocab, labels)
     if rescan:
@@ -210,12 +210,12 @@ def explain_command(
     rescan: RescanOption = False,
 ) -> None:
     """Why a recording scores as it does for a diagnosis: criteria, leads, time regions, plot."""
+    from encoders.datasets import open_manifest
     from encoders.ecg import open_source
     from encoders.explain import plot_explanation
     from encoders.inference.explain_recording import explain_recording
     from encoders.inference.zeroshot import ZeroShotClassifier
     from encoders.training import load_checkpoint
-    from encoders.training.data import open_manifest
 
     model = load_checkpoint(checkpoint)
     manifest = open_manifest(data, rescan=rescan)

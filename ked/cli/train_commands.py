@@ -83,11 +83,11 @@ def pretrain_command(
     Multi-GPU or multi-node: launch with torchrun, e.g.
     ``torchrun --nproc_per_node 4 -m ked pretrain ...``.
     """
+    from encoders.datasets import rescan_manifests
     from encoders.ecg import Preprocessing
     from encoders.models.ked_model import ModelConfig
     from encoders.training import LoopSettings, LossWeights, PretrainConfig, pretrain
     from encoders.training.augment import Augmentation
-    from encoders.training.data import rescan_manifests
 
     require_label_source(vocab, labels)
     if head not in ("cosine", "decoder"):
@@ -164,8 +164,8 @@ def finetune_command(
     rescan: RescanOption = False,
 ) -> None:
     """Few-shot: adapt a checkpoint with a fraction of the training labels."""
+    from encoders.datasets import rescan_manifests
     from encoders.training import LoopSettings
-    from encoders.training.data import rescan_manifests
     from encoders.training.finetune import FinetuneConfig, finetune
 
     require_label_source(vocab, labels)

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from encoders.ecg import Preprocessing
+from encoders.models.checkpoint import save_checkpoint
 from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.text import LabelEntry
-from encoders.training.checkpoint import save_checkpoint
 
 
 def untrained_checkpoint(path: Path) -> Path:

@@ -1,4 +1,9 @@
-"""From a dataset spec and a label set to train/val datasets with knowledge-base targets."""
+"""From dataset specs and a label set to labelled datasets with knowledge-base targets.
+
+Shared by training (pretraining, fine-tuning) and inference (evaluation, zero-shot), which
+must not import each other's stage: manifests, splits, record-label mapping, label masks
+across datasets and the held-out label closure live here.
+"""
 
 from __future__ import annotations
 
