@@ -18,6 +18,14 @@ SHARED_DATA = Path(os.environ.get("KED_SHARED_DATA", REPO.parent / "shared" / "d
 SHARED_VOCAB = SHARED_DATA.parent / "vocab"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests, and the ked processes they start, compute on one torch thread unless
+    OMP_NUM_THREADS says otherwise: on a busy 2-core machine a second thread per process waits
+    on the first (the two training tests of tests/test_pretrain.py at load 4.7: 180 s with two
+    threads, 60 s with one)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The ../shared/data folder of real ECG samples; skips the test where it is absent."""
