@@ -52,7 +52,7 @@ def test_build_backend_understands_spdx_licence_fields() -> None:
 
 
 def _imported_modules(package: str) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for path in (REPO / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
