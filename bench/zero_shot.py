@@ -90,7 +90,9 @@ def main() -> None:
                 resume = (run / "last.pt").is_file()  # a rerun resumes where it stopped
                 result = pretrain(replace(config, views=views, loop=loop, resume=resume))
                 print(f"{condition} seed {seed}: best epoch {result.best_epoch} (val)", flush=True)
-            evaluations = {"PTB-XL test": (ptbxl, "ptbxl-all", None)}
+            evaluations: dict[str, tuple[str, str, str | None]] = {
+                "PTB-XL test": (ptbxl, "ptbxl-all", None)
+            }
             evaluations |= {
                 name: (spec.format(root=SHARED), "cinc2021", "all") for name, spec in CROSS.items()
             }

@@ -168,7 +168,8 @@ def unreported_as_unknown(
     out = targets.copy()
     for spec in set(specs):
         rows = np.fromiter((s == spec for s in specs), dtype=bool, count=len(specs))
-        unknown = [i for i, label in enumerate(labels) if label not in reported.get(spec, set())]
+        known = reported.get(spec, set())
+        unknown = np.array([i for i, label in enumerate(labels) if label not in known], dtype=int)
         out[np.ix_(rows, unknown)] = np.nan
     return out
 

@@ -54,6 +54,8 @@ class ModelOutput:
 
 
 class KedModel(nn.Module):
+    label_center: torch.Tensor  # (D,) buffer, only when built with center_labels
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
