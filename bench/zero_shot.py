@@ -185,7 +185,7 @@ def _print_tables(rows: list[dict[str, Any]], seeds: list[int]) -> None:
     print("\nzero-shot macro AUROC: mean +- sd over seeds [mean 95% bootstrap interval] (labels)")
     print("columns: trained on / queried with: " + " | ".join(f"{t} / {q}" for t, q in columns))
     for dataset, group in keys:
-        cells = []
+        cells: list[str] = []
         for trained, query in columns:
             found = [
                 r
@@ -204,7 +204,8 @@ def _print_tables(rows: list[dict[str, Any]], seeds: list[int]) -> None:
             cells.append(
                 f"{values.mean():.3f} +- {values.std():.3f}{interval} ({found[0]['labels']})"
             )
-        print(f"{dataset:12s} {group:32s} " + " | ".join(cells))
+        if any(cell != "undefined" for cell in cells):  # labels with no positives: not shown
+            print(f"{dataset:12s} {group:32s} " + " | ".join(cells))
 
 
 if __name__ == "__main__":
