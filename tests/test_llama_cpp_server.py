@@ -141,10 +141,10 @@ def test_generate_against_llama_cpp_server(tmp_path: Path) -> None:
             server.kill()
             server.wait()
     assert result.returncode in (0, 1), result.stderr[-3000:]
-    statuses = Counter(
-        line.split('"HTTP/1.1 ')[1].split(" ")[0]
+    statuses = Counter(  # httpx's log line of each request: ... "HTTP/1.1 500 Internal ..."
+        line.rsplit('"HTTP/1.1 ', 1)[1].split(" ")[0]
         for line in result.stderr.splitlines()
-        if "HTTP Request: POST" in line
+        if line.startswith("INFO httpx") and '"HTTP/1.1 ' in line
     )
     with KnowledgeBase(db, read_only=True) as kb:
         (run,) = kb.runs()
