@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from encoders.datasets import (
     evaluation_preprocessing,
     open_manifest,
@@ -118,17 +120,17 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
     if threshold_split is not None:
         scored[threshold_split] = _dataset(manifest, threshold_split, names, mapping, checkpoint)
     config.out.mkdir(parents=True, exist_ok=True)
-    runs = [(condition, v, False) for condition, v in vectors.items()]
-    if config.measured_rhythm and views != ["name"]:
-        knowledge = next(iter(vectors))
-        runs.insert(1, (f"{knowledge} + measured rhythm", vectors[knowledge], True))
-    results, predictions, files = {}, {}, []
-    for condition, label_vectors, measured in runs:
+    conditions: list[tuple[str, dict[str, np.ndarray]]] = []
+    for condition, label_vectors in vectors.items():
         scores = {split: classifier.scores(d, label_vectors) for split, d in scored.items()}
-        if measured:
-            scores = {
+        conditions.append((condition, scores))
+        if config.measured_rhythm and label_vectors is first and views != ["name"]:
+            measured = {
                 s: v + classifier.rhythm_prior(scored[s], label_vectors) for s, v in scores.items()
             }
+            conditions.append((f"{condition} + measured rhythm", measured))
+    results, predictions, files = {}, {}, []
+    for condition, scores in conditions:
         data = scored[eval_split]
         validation = (
             (scores[threshold_split], scored[threshold_split].targets)

@@ -198,15 +198,19 @@ class ZeroShotClassifier:
         vectors: LabelVectors,
         ensemble: Ensemble = "vectors",
         batch_size: int = 64,
+        measured_rhythm: bool = False,
     ) -> np.ndarray:
-        """Logits (N, C) of the dataset's recordings for the labels."""
+        """Logits (N, C) of the dataset's recordings for the labels; with ``measured_rhythm``
+        plus each label's `rhythm_prior`."""
         if ensemble == "vectors" or len(vectors.per_view) == 1:
-            return predict(self.model, data, vectors.combined(), batch_size, self.device)[0]
-        per_view = [
-            predict(self.model, data, v, batch_size, self.device)[0]
-            for v in vectors.per_view.values()
-        ]
-        return np.mean(per_view, axis=0)
+            logits = predict(self.model, data, vectors.combined(), batch_size, self.device)[0]
+        else:
+            per_view = [
+                predict(self.model, data, v, batch_size, self.device)[0]
+                for v in vectors.per_view.values()
+            ]
+            logits = np.mean(per_view, axis=0)
+        return logits + self.rhythm_prior(data, vectors) if measured_rhythm else logits
 
     def rhythm_prior(
         self,
@@ -247,9 +251,7 @@ class ZeroShotClassifier:
         data = ECGDataset(
             records, evaluation_preprocessing(self.checkpoint.preprocessing), [], lambda _: None
         )
-        logits = self.scores(data, vectors, ensemble)
-        if measured_rhythm:
-            logits = logits + self.rhythm_prior(data, vectors)
+        logits = self.scores(data, vectors, ensemble, measured_rhythm=measured_rhythm)
         return tidy(data.record_ids, vectors.entries, logits)
 
 

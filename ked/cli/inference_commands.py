@@ -72,9 +72,12 @@ def zeroshot(
     dataset = ECGDataset(
         records, evaluation_preprocessing(model.preprocessing), names, mapping.get, cache="memory"
     )
-    logits = classifier.scores(dataset, vectors, ensemble)  # type: ignore[arg-type]
-    if measured_rhythm:
-        logits = logits + classifier.rhythm_prior(dataset, vectors)
+    logits = classifier.scores(
+        dataset,
+        vectors,
+        ensemble,  # type: ignore[arg-type]
+        measured_rhythm=measured_rhythm,
+    )
     table = tidy(dataset.record_ids, vectors.entries, logits, dataset.targets)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False) if out.suffix == ".csv" else table.to_parquet(out, index=False)
