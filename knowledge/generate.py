@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from kb_store.store import KnowledgeBase, Provenance
+from kb_store.store import Diagnosis, KnowledgeBase, Provenance
 from ked.errors import UserError
-from knowledge.llm import Generated, GenerationError, KnowledgeClient
+from knowledge.llm import Generated, GenerationError, KnowledgeClient, LLMSettings
 from knowledge.names import normalize_name
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,21 @@ def first_occurrences(labels: Sequence[str]) -> tuple[list[str], dict[int, str]]
     return list(first_by_key.values()), repeats
 
 
+def known_names(
+    kb: KnowledgeBase,
+    labels: Sequence[str],
+    resolved: dict[str, Diagnosis | None] | None = None,
+) -> dict[str, list[str]]:
+    """The stored names of the diagnosis each label resolves to: a record for a known
+    diagnosis may carry any of them."""
+    resolved = resolved if resolved is not None else kb.resolve_many(labels)
+    return {
+        label: [alias for alias, _ in kb.aliases(diagnosis.id)]
+        for label in labels
+        if (diagnosis := resolved[label]) is not None
+    }
+
+
 async def generate_knowledge(
     kb: KnowledgeBase,
     client: KnowledgeClient,
@@ -137,11 +152,7 @@ async def generate_knowledge(
     for result in results.values():
         _notify(on_progress, result.label, result.status)
     todo = [label for label in firsts if label not in present]
-    known = {  # a record for a known diagnosis may carry any of its names
-        label: [alias for alias, _ in kb.aliases(diagnosis.id)]
-        for label in todo
-        if (diagnosis := resolved[label]) is not None
-    }
+    known = known_names(kb, todo, resolved)
     contexts = contexts or {}
     finished: asyncio.Queue[Outcome] = asyncio.Queue()
     pending = iter(todo)
@@ -232,7 +243,9 @@ def _write(
     with kb.transaction():
         for label, outcome in batch:
             if isinstance(outcome, Generated):
-                written[label] = _store(kb, outcome, client, run_id, force)
+                written[label] = store_generated(
+                    kb, outcome, client.settings, client.prompts.sha256, run_id, force
+                )
                 continue
             kb.record_failure(
                 label,
@@ -247,15 +260,21 @@ def _write(
     return written
 
 
-def _store(
-    kb: KnowledgeBase, generated: Generated, client: KnowledgeClient, run_id: int, force: bool
+def store_generated(
+    kb: KnowledgeBase,
+    generated: Generated,
+    settings: LLMSettings,
+    prompt_sha256: str,
+    run_id: int,
+    force: bool = False,
 ) -> LabelResult:
+    """Store a validated record as the next version of the diagnosis its label names."""
     diagnosis = kb.resolve(generated.label)
     provenance = Provenance(
         source="llm",
-        provider=client.settings.provider,
-        model=client.settings.model,
-        prompt_sha256=client.prompts.sha256,
+        provider=settings.provider,
+        model=settings.model,
+        prompt_sha256=prompt_sha256,
         params=generated.params,
         raw_response=generated.raw_response,
     )

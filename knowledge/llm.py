@@ -147,6 +147,15 @@ class _Answer:
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """Why an answer was sent back: ``kind`` (invalid_output, truncated or wrong_diagnosis)
+    and the errors the repair turn lists."""
+
+    kind: str
+    errors: list[str]
+
+
+@dataclass(frozen=True)
 class _Rejected:
     answer: _Answer
     kind: str  # invalid_output, truncated or wrong_diagnosis
@@ -194,6 +203,115 @@ def _check_subject(
     return record
 
 
+def judge_answer(
+    text: str, label: str, known_names: Sequence[str], *, truncated: bool, max_tokens: int
+) -> DiagnosisKnowledge | Rejection:
+    """The validated record an answer holds, or why it is rejected (the errors a repair turn
+    sends back). An answer cut off at ``max_tokens`` is named as such, not as missing fields."""
+    try:
+        return _check_subject(parse_record(text), label, known_names)
+    except WrongDiagnosisError as exc:
+        return Rejection("wrong_diagnosis", [str(exc)])
+    except ValueError as exc:
+        if truncated:  # its "missing fields" would only mislead
+            return Rejection(
+                "truncated",
+                [
+                    f"the answer was cut off at the {max_tokens}-token limit "
+                    "(finish_reason: length) before its JSON object was complete"
+                ],
+            )
+        return Rejection("invalid_output", str(exc).splitlines())
+
+
+def chat_messages(
+    system: RenderedPrompt,
+    user: RenderedPrompt,
+    repair: RenderedPrompt | None = None,
+    answer: str = "",
+) -> list[dict[str, str]]:
+    """The messages of one turn: the prompts, and for a repair the last answer (when any is
+    left after fitting it to the context) and the repair prompt."""
+    messages = [
+        {"role": "system", "content": system.text},
+        {"role": "user", "content": user.text},
+    ]
+    if repair is None:
+        return messages
+    if answer:
+        messages.append({"role": "assistant", "content": answer})
+    messages.append({"role": "user", "content": repair.text})
+    return messages
+
+
+def chat_request(
+    settings: LLMSettings,
+    prompts: KnowledgePrompts,
+    messages: list[dict[str, str]],
+    mode: OutputMode,
+) -> dict[str, Any]:
+    """The body of a chat-completions request in ``mode`` (with its ``response_format``)."""
+    body: dict[str, Any] = {
+        "model": settings.model,
+        "messages": messages,
+        "temperature": settings.temperature,
+        "max_tokens": settings.max_tokens,
+    }
+    if mode is OutputMode.JSON_SCHEMA:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "diagnosis_knowledge",
+                "schema": prompts.json_schema,
+                "strict": False,
+            },
+        }
+    elif mode is OutputMode.JSON_OBJECT:
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def record_params(
+    settings: LLMSettings, prompts: KnowledgePrompts, mode: OutputMode, repairs: int
+) -> dict[str, Any]:
+    """The generation parameters stored with a record (no key, no credentials)."""
+    templates = prompts.templates
+    return {
+        **settings.public_params(),
+        "output_mode": mode.value,
+        "repairs": repairs,
+        "templates": {
+            "system": templates.source_sha256(prompts.SYSTEM[prompts.variant]),
+            "user": templates.source_sha256(prompts.USER),
+            "repair": templates.source_sha256(prompts.REPAIR),
+        },
+    }
+
+
+def openai_client(
+    settings: LLMSettings, api_key: str | None, *, max_retries: int = 0
+) -> openai.AsyncOpenAI:
+    """An ``AsyncOpenAI`` client for the server of ``settings``: credentials in the URL become
+    basic auth and its query the default query; the key is optional (local servers)."""
+    address = split_base_url(settings.base_url)
+    return openai.AsyncOpenAI(
+        api_key=api_key or "not-needed",
+        base_url=address.url,
+        default_query=address.query or None,
+        http_client=(
+            openai.DefaultAsyncHttpxClient(auth=address.basic_auth) if address.basic_auth else None
+        ),
+        timeout=settings.timeout_s,
+        max_retries=max_retries,
+    )
+
+
+def server_name(base_url: str | None) -> str:
+    """The server's URL as messages name it: redacted, the OpenAI API when none is given."""
+    address = split_base_url(base_url)
+    return redact_url(address.url) if address.url else "https://api.openai.com/v1"
+
+
 def _one_line(text: str, limit: int = _REASON_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -214,8 +332,7 @@ class KnowledgeClient:
         self.usage = Usage()
         self.redact = Redactor.for_server(settings.base_url, api_key)
         redact_logs(self.redact)
-        address = split_base_url(settings.base_url)
-        self._server = redact_url(address.url) if address.url else "https://api.openai.com/v1"
+        self._server = server_name(settings.base_url)
         # One retry layer: tenacity (in _request), with the SDK's own retries off. The SDK
         # decides from status and headers before it reads the body, so it would retry
         # llama-cpp-python's HTTP 500 refusal of response_format instead of falling back;
@@ -223,18 +340,7 @@ class KnowledgeClient:
         # jittered exponential backoff that tests can shrink, a hook that counts and logs
         # retries (redacted), and one concurrency slot per request and its retries. Only
         # Retry-After, which the SDK does not expose, is read by hand (retry_after_s).
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key or "not-needed",
-            base_url=address.url,
-            default_query=address.query or None,
-            http_client=(
-                openai.DefaultAsyncHttpxClient(auth=address.basic_auth)
-                if address.basic_auth
-                else None
-            ),
-            timeout=settings.timeout_s,
-            max_retries=0,
-        )
+        self._client = openai_client(settings, api_key)
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._backoff = wait_random_exponential(
             multiplier=settings.backoff_s, max=settings.retry_max_wait_s
@@ -274,10 +380,15 @@ class KnowledgeClient:
                     self.settings.max_tokens,
                     attempt,
                 )
-            try:
-                record = _check_subject(parse_record(answer.text), label, known_names)
-            except ValueError as exc:
-                rejected = self._reject(answer, exc)
+            verdict = judge_answer(
+                answer.text,
+                label,
+                known_names,
+                truncated=answer.truncated,
+                max_tokens=self.settings.max_tokens,
+            )
+            if isinstance(verdict, Rejection):
+                rejected = _Rejected(answer, verdict.kind, verdict.errors)
                 log.info(
                     "answer for %r rejected (%s), attempt %d: %s",
                     label,
@@ -286,18 +397,9 @@ class KnowledgeClient:
                     _one_line("; ".join(rejected.errors)),
                 )
                 continue
-            params = {
-                **self.settings.public_params(),
-                "output_mode": answer.mode.value,
-                "repairs": attempt - 1,
-                "templates": {
-                    "system": system.template_sha256,
-                    "user": user.template_sha256,
-                    "repair": self.prompts.templates.source_sha256(self.prompts.REPAIR),
-                },
-            }
+            params = record_params(self.settings, self.prompts, answer.mode, attempt - 1)
             return Generated(
-                label, record, self.redact(answer.text), answer.mode, attempt - 1, params
+                label, verdict, self.redact(answer.text), answer.mode, attempt - 1, params
             )
         assert rejected is not None
         raise GenerationError(
@@ -306,21 +408,6 @@ class KnowledgeClient:
             raw_response=self.redact(rejected.answer.text),
             attempt=attempt,
         )
-
-    def _reject(self, answer: _Answer, exc: ValueError) -> _Rejected:
-        if isinstance(exc, WrongDiagnosisError):
-            return _Rejected(answer, "wrong_diagnosis", [str(exc)])
-        if answer.truncated:  # its "missing fields" would only mislead
-            limit = self.settings.max_tokens
-            return _Rejected(
-                answer,
-                "truncated",
-                [
-                    f"the answer was cut off at the {limit}-token limit (finish_reason: length) "
-                    "before its JSON object was complete"
-                ],
-            )
-        return _Rejected(answer, "invalid_output", str(exc).splitlines())
 
     async def _ask(
         self,
@@ -347,24 +434,16 @@ class KnowledgeClient:
     ) -> list[dict[str, str]]:
         """The messages of one turn: the prompts, and for a repair the last answer (clipped
         to the context budget) and what was wrong with it."""
-        messages = [
-            {"role": "system", "content": system.text},
-            {"role": "user", "content": user.text},
-        ]
         if rejected is None:
-            return messages
+            return chat_messages(system, user)
         repair = self.prompts.repair(
             label,
             rejected.errors,
             truncated=rejected.answer.truncated,
             max_tokens=self.settings.max_tokens,
-        ).text
-        used = sum(len(m["content"]) for m in messages) + len(repair)
-        answer = self._fit(rejected.answer.text, used)
-        if answer:
-            messages.append({"role": "assistant", "content": answer})
-        messages.append({"role": "user", "content": repair})
-        return messages
+        )
+        used = len(system.text) + len(user.text) + len(repair.text)
+        return chat_messages(system, user, repair, self._fit(rejected.answer.text, used))
 
     def _fit(self, answer: str, used_chars: int) -> str:
         """The part of the last answer that fits the context beside the rest of the turn and
@@ -458,27 +537,11 @@ class KnowledgeClient:
         self.mode_changes.append(f"{mode} refused, {reason}")
 
     async def _request(self, messages: list[dict[str, str]], mode: OutputMode) -> Any:
-        kwargs: dict[str, Any] = {
-            "model": self.settings.model,
-            "messages": messages,
-            "temperature": self.settings.temperature,
-            "max_tokens": self.settings.max_tokens,
-        }
+        kwargs = chat_request(self.settings, self.prompts, messages, mode)
         # response_format goes in extra_body: the SDK would otherwise walk the whole JSON
         # schema through its typed transform on every request.
-        if mode is OutputMode.JSON_SCHEMA:
-            kwargs["extra_body"] = {
-                "response_format": {
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": "diagnosis_knowledge",
-                        "schema": self.prompts.json_schema,
-                        "strict": False,
-                    },
-                }
-            }
-        elif mode is OutputMode.JSON_OBJECT:
-            kwargs["extra_body"] = {"response_format": {"type": "json_object"}}
+        if "response_format" in kwargs:
+            kwargs["extra_body"] = {"response_format": kwargs.pop("response_format")}
         retrying = AsyncRetrying(
             retry=retry_if_exception(partial(is_transient, mode=mode)),
             wait=self._wait,
