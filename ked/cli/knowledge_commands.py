@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ked.cli import knowledge_batch_commands
 from ked.cli.common import open_kb, progress, settings
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from knowledge.llm import LLMSettings
 
 app = typer.Typer(help="Generate knowledge with an LLM, or import the curated pack.")
+app.add_typer(knowledge_batch_commands.app, name="batch")
 
 _DETAIL_CHARS = 160  # a failure's reason on the account line; 'ked kb failures' has it whole
 

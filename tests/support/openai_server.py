@@ -3,11 +3,19 @@
 The test double at the network boundary: the real ``openai`` client talks to it over real
 HTTP. A *responder* function decides each reply from the request (the diagnosis label is
 read from the user prompt), so tests script answers and faults per label.
+
+It also speaks the files and batches endpoints: an uploaded batch input file (JSONL of
+chat-completions requests) is answered line by line through the same responder when the
+batch is created; a :class:`BatchPlan` makes the batch end ``failed`` (validation errors, no
+output), ``expired`` or ``cancelled`` (only the first lines answered, the rest in the error file as
+``batch_expired``/``batch_cancelled``), and lets it report ``in_progress`` for a few polls.
+A reply with a status other than 200 becomes a line of the batch's error file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import socket
@@ -17,6 +25,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,6 +63,28 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     reset: bool = False  # answer with a TCP reset instead of HTTP
+
+
+@dataclass
+class BatchPlan:
+    """How the next batches end. ``answered``: lines answered before an ``expired`` or
+    ``cancelled`` batch stopped (``None``: all); ``polls``: retrieves that report
+    ``in_progress`` before the final status."""
+
+    status: str = "completed"  # completed, expired, failed or cancelled
+    answered: int | None = None
+    polls: int = 0
+    errors: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"code": "invalid_request", "message": "loopback: batch failed", "line": 1}
+        ]
+    )
+
+
+@dataclass
+class _Batch:
+    data: dict[str, Any]  # the batch object as retrieved once it has finished
+    polls_left: int
 
 
 # What llama-cpp-python's server (0.3.36, FastAPI 0.165) answers a ``json_schema`` response
@@ -152,6 +184,10 @@ class LoopbackOpenAI:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._port = 0
+        self.batch_plan = BatchPlan()
+        self.files: dict[str, tuple[str, str, bytes]] = {}  # id -> (filename, purpose, bytes)
+        self.batches: dict[str, _Batch] = {}
+        self._ids = itertools.count(1)
 
     @property
     def base_url(self) -> str:
@@ -208,7 +244,10 @@ class LoopbackOpenAI:
                 }
                 raw = await reader.readexactly(int(headers.get("content-length", 0)))
                 extra: dict[str, str] = {}
-                if method == "GET":
+                routed = await self._files_and_batches(method, path, headers, raw)
+                if routed is not None:
+                    status, payload = routed
+                elif method == "GET":
                     status, payload = 200, {"requests": len(self.requests)}
                 else:
                     body = json.loads(raw or b"{}")
@@ -221,8 +260,10 @@ class LoopbackOpenAI:
                         writer.transport.abort()
                         return
                     status, extra, payload = _response(reply, body)
-                data = json.dumps(payload).encode()
-                head_out = [f"HTTP/1.1 {status} X", "content-type: application/json"]
+                binary = isinstance(payload, bytes)
+                data = payload if binary else json.dumps(payload).encode()
+                kind = "application/octet-stream" if binary else "application/json"
+                head_out = [f"HTTP/1.1 {status} X", f"content-type: {kind}"]
                 head_out += [f"content-length: {len(data)}"]
                 head_out += [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head_out) + "\r\n\r\n").encode() + data)
@@ -233,6 +274,120 @@ class LoopbackOpenAI:
             pass  # the client closed the connection, or gave up waiting (timeout tests)
         finally:
             writer.close()
+
+    # -- files and batches ---------------------------------------------------------------
+
+    async def _files_and_batches(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, Any] | None:
+        """(status, JSON payload or bytes) of a files or batches request; None for others."""
+        parts = path.split("?")[0].strip("/").split("/")[1:]  # without the "v1"
+        if not parts or parts[0] not in ("files", "batches"):
+            return None
+        if parts == ["files"] and method == "POST":
+            return 200, self._upload(headers.get("content-type", ""), raw)
+        if parts == ["batches"] and method == "POST":
+            return await asyncio.to_thread(self._create_batch, json.loads(raw))
+        if parts[0] == "files" and len(parts) in (2, 3) and parts[1] in self.files:
+            name, purpose, content = self.files[parts[1]]
+            if len(parts) == 3:
+                return 200, content
+            return 200, _file_object(parts[1], name, purpose, content)
+        if parts[0] == "batches" and len(parts) == 2 and parts[1] in self.batches:
+            return 200, self._batch_state(self.batches[parts[1]])
+        return 404, {"error": {"message": f"no such object: {path}", "type": "invalid_request"}}
+
+    def _new_id(self, prefix: str) -> str:
+        with self._lock:
+            return f"{prefix}-{next(self._ids)}"
+
+    def _store_file(self, name: str, purpose: str, content: bytes) -> str:
+        file_id = self._new_id("file")
+        self.files[file_id] = (name, purpose, content)
+        return file_id
+
+    def _upload(self, content_type: str, raw: bytes) -> dict[str, Any]:
+        form = BytesParser(policy=HTTP).parsebytes(
+            f"content-type: {content_type}\r\n\r\n".encode() + raw
+        )
+        fields = {
+            part.get_param("name", header="content-disposition"): part
+            for part in form.iter_parts()  # type: ignore[attr-defined]
+        }
+        upload, purpose = fields["file"], fields["purpose"].get_content().strip()
+        content = upload.get_payload(decode=True)
+        name = upload.get_filename() or "upload"
+        return _file_object(self._store_file(name, purpose, content), name, purpose, content)
+
+    def _create_batch(self, spec: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if spec.get("input_file_id") not in self.files:
+            return 400, {"error": {"message": "no such input file", "type": "invalid_request"}}
+        plan, now = self.batch_plan, int(time.time())
+        lines = self.files[spec["input_file_id"]][2].decode().splitlines()
+        tasks = [json.loads(line) for line in lines if line.strip()]
+        batch: dict[str, Any] = {
+            "id": self._new_id("batch"),
+            "object": "batch",
+            "endpoint": spec["endpoint"],
+            "input_file_id": spec["input_file_id"],
+            "completion_window": spec["completion_window"],
+            "metadata": spec.get("metadata"),
+            "created_at": now,
+            "status": plan.status,
+            "errors": None,
+            "output_file_id": None,
+            "error_file_id": None,
+            "request_counts": {"total": len(tasks), "completed": 0, "failed": 0},
+            f"{plan.status}_at": now,
+        }
+        if plan.status != "failed":
+            self._answer_tasks(batch, tasks, plan)
+        else:
+            batch["errors"] = {"object": "list", "data": plan.errors}
+        self.batches[batch["id"]] = _Batch(batch, plan.polls)
+        return 200, {**batch, "status": "validating"}
+
+    def _answer_tasks(
+        self, batch: dict[str, Any], tasks: list[dict[str, Any]], plan: BatchPlan
+    ) -> None:
+        """Answer each line through the responder; write the output and error files."""
+        answered = len(tasks) if plan.answered is None else plan.answered
+        output, errors = [], []
+        for n, task in enumerate(tasks):
+            line: dict[str, Any] = {"id": f"batch_req_{n}", "custom_id": task["custom_id"]}
+            if n >= answered:
+                code = "batch_expired" if plan.status == "expired" else "batch_cancelled"
+                message = f"loopback: the request was not run before the batch {plan.status}"
+                errors.append(
+                    {**line, "response": None, "error": {"code": code, "message": message}}
+                )
+                continue
+            reply = self.responder(self._record(task["body"], {}, task["url"]))
+            status, _, body = _response(reply, task["body"])
+            if reply.reset:
+                status, body = (
+                    500,
+                    {"error": {"message": "connection reset", "type": "server_error"}},
+                )
+            response = {"status_code": status, "request_id": f"req_{n}", "body": body}
+            (output if status == 200 else errors).append(
+                {**line, "response": response, "error": None}
+            )
+        counts = batch["request_counts"]
+        counts.update(completed=len(output), failed=len(errors))
+        for key, rows, purpose in (
+            ("output_file_id", output, "batch_output"),
+            ("error_file_id", errors, "batch_output"),
+        ):
+            if rows:
+                content = "".join(json.dumps(row) + "\n" for row in rows).encode()
+                batch[key] = self._store_file(f"{batch['id']}_{key}.jsonl", purpose, content)
+
+    def _batch_state(self, batch: _Batch) -> dict[str, Any]:
+        if batch.polls_left:
+            batch.polls_left -= 1
+            return {**batch.data, "status": "in_progress", "output_file_id": None}
+        return batch.data
 
     async def _reply(self, body: dict[str, Any], headers: dict[str, str], path: str) -> Reply:
         request = self._record(body, headers, path)
@@ -248,6 +403,18 @@ def _response(reply: Reply, body: dict[str, Any]) -> tuple[int, dict[str, str], 
         "error": {"message": reply.error, "type": "loopback", "code": None}
     }
     return reply.status, reply.headers, error
+
+
+def _file_object(file_id: str, name: str, purpose: str, content: bytes) -> dict[str, Any]:
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": len(content),
+        "created_at": int(time.time()),
+        "filename": name,
+        "purpose": purpose,
+        "status": "processed",
+    }
 
 
 def main() -> None:
