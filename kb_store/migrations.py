@@ -199,6 +199,17 @@ MIGRATIONS: tuple[tuple[int, str, str | Callable[[duckdb.DuckDBPyConnection], No
         """,
     ),
     (3, "Unicode-aware name and alias keys (NFKC, casefold, every script)", _rekey_names),
+    (
+        4,
+        "review status of each knowledge version (curated accepted, others proposed)",
+        """
+        ALTER TABLE knowledge ADD COLUMN status VARCHAR DEFAULT 'proposed';
+        ALTER TABLE knowledge ADD COLUMN reviewed_at TIMESTAMPTZ;
+        ALTER TABLE knowledge ADD COLUMN review_note VARCHAR;
+        UPDATE knowledge SET status = CASE WHEN source = 'curated' THEN 'accepted'
+            ELSE 'proposed' END;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,4 +1,10 @@
-"""The knowledge base: diagnoses, their aliases, versioned knowledge, failures and runs."""
+"""The knowledge base: diagnoses, their aliases, versioned knowledge, failures and runs.
+
+Each knowledge version has a review status: ``accepted`` (curated pack records, and records
+a person accepted), ``proposed`` (LLM and other records nobody reviewed yet) or ``rejected``.
+What feeds embeddings, training and zero-shot is the *usable* knowledge: the latest version
+whose status is one of the knowledge base's usable statuses (:mod:`ked.config`).
+"""
 
 from __future__ import annotations
 
@@ -14,14 +20,25 @@ from types import TracebackType
 from typing import Any, Literal
 
 from kb_store.aliases import Alias, lookup_plan, record_aliases
-from kb_store.connection import connect, transaction
+from kb_store.connection import KnowledgeBaseError, connect, transaction
 from kb_store.migrations import migrate, require_current
+from ked.config import DEFAULT_USABLE_STATUSES, usable_statuses
 from knowledge.names import normalize_name
 from knowledge.schema import SCHEMA_VERSION, DiagnosisKnowledge
 
 log = logging.getLogger(__name__)
 
 Source = Literal["llm", "curated", "manual"]
+Status = Literal["accepted", "proposed", "rejected"]
+
+
+class UnknownVersionError(KnowledgeBaseError, LookupError):
+    """A diagnosis has no knowledge version with that number."""
+
+
+def initial_status(source: Source) -> Status:
+    """Curated pack records start accepted; everything else waits for review."""
+    return "accepted" if source == "curated" else "proposed"
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,9 @@ class StoredKnowledge:
     content_sha256: str
     created_at: datetime
     run_id: int | None
+    status: Status = "proposed"
+    reviewed_at: datetime | None = None
+    review_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +101,21 @@ def content_sha256(record: DiagnosisKnowledge) -> str:
 
 
 class KnowledgeBase:
-    """A DuckDB knowledge base file. Use as a context manager, or call :meth:`close`."""
+    """A DuckDB knowledge base file. Use as a context manager, or call :meth:`close`.
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    ``usable`` are the statuses whose knowledge :meth:`usable` and friends return.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        usable: Iterable[str] = DEFAULT_USABLE_STATUSES,
+    ) -> None:
         self.path = Path(path).expanduser()
         self.read_only = read_only
+        self.usable_statuses = usable_statuses(usable)
         self._in_transaction = False
         self.con = connect(self.path, read_only=read_only)
         if read_only:
@@ -154,7 +184,7 @@ class KnowledgeBase:
         return resolved
 
     def with_knowledge(self, labels: Sequence[str]) -> set[str]:
-        """The labels whose diagnosis has knowledge."""
+        """The labels whose diagnosis has knowledge of any status (generation skips them)."""
         resolved = self.resolve_many(labels)
         ids = sorted({d.id for d in resolved.values() if d is not None})
         have = {
@@ -182,6 +212,11 @@ class KnowledgeBase:
         ).fetchall()
         return [(Diagnosis(*r[:3]), r[3], r[4]) for r in rows]
 
+    def latest_statuses(self) -> dict[int, Status]:
+        """The status of each diagnosis's latest knowledge version, by diagnosis id."""
+        rows = self.con.execute("SELECT diagnosis_id, status FROM current_knowledge").fetchall()
+        return {int(r[0]): r[1] for r in rows}
+
     def aliases(self, diagnosis_id: int) -> list[tuple[str, str]]:
         """(alias, kind) pairs of a diagnosis."""
         rows = self.con.execute(
@@ -193,7 +228,7 @@ class KnowledgeBase:
     # -- knowledge -----------------------------------------------------------------------
 
     def current(self, diagnosis_id: int) -> StoredKnowledge | None:
-        """The latest knowledge version of a diagnosis."""
+        """The latest knowledge version of a diagnosis, whatever its status (see :meth:`usable`)."""
         found = self._knowledge(
             "WHERE k.diagnosis_id = ? ORDER BY k.version DESC LIMIT 1", [diagnosis_id]
         )
@@ -208,12 +243,70 @@ class KnowledgeBase:
         )
         return {stored.diagnosis.id: stored for stored in found}
 
+    def usable(self, diagnosis_id: int) -> StoredKnowledge | None:
+        """The knowledge that feeds embeddings, training and zero-shot: the latest version
+        whose status is one of :attr:`usable_statuses`."""
+        return self.usable_many([diagnosis_id]).get(diagnosis_id)
+
+    def usable_many(self, diagnosis_ids: Iterable[int]) -> dict[int, StoredKnowledge]:
+        """:meth:`usable` for many diagnoses with one query."""
+        ids = sorted(set(diagnosis_ids))
+        found = self._usable("list_contains(?, k.diagnosis_id)", [ids])
+        return {stored.diagnosis.id: stored for stored in found}
+
+    def all_usable(self) -> list[StoredKnowledge]:
+        """:meth:`usable` knowledge of every diagnosis that has some, by name."""
+        return self._usable("true", [])
+
+    def _usable(self, where: str, params: list[Any]) -> list[StoredKnowledge]:
+        return self._knowledge(
+            f"WHERE {where} AND list_contains(?, k.status) QUALIFY row_number() OVER "
+            "(PARTITION BY k.diagnosis_id ORDER BY k.version DESC) = 1 ORDER BY lower(d.name)",
+            [*params, list(self.usable_statuses)],
+        )
+
+    def version(self, diagnosis_id: int, version: int | None = None) -> StoredKnowledge:
+        """One knowledge version of a diagnosis (the latest when ``version`` is ``None``)."""
+        if version is None:
+            found = [s for s in [self.current(diagnosis_id)] if s is not None]
+        else:
+            found = self._knowledge(
+                "WHERE k.diagnosis_id = ? AND k.version = ?", [diagnosis_id, version]
+            )
+        if not found:
+            name = self.diagnosis(diagnosis_id).name
+            which = f"no version {version}" if version is not None else "no knowledge"
+            raise UnknownVersionError(f"{name!r} has {which}")
+        return found[0]
+
+    def set_status(
+        self,
+        diagnosis_id: int,
+        status: Status,
+        *,
+        version: int | None = None,
+        note: str | None = None,
+    ) -> StoredKnowledge:
+        """Accept or reject (or send back to review) one version, the latest by default."""
+        usable_statuses([status])  # a clear error for an unknown status
+        stored = self.version(diagnosis_id, version)
+        self.con.execute(
+            "UPDATE knowledge SET status = ?, review_note = ?, reviewed_at = current_timestamp "
+            "WHERE diagnosis_id = ? AND version = ?",
+            [status, note, diagnosis_id, stored.version],
+        )
+        return self.version(diagnosis_id, stored.version)
+
+    def by_status(self, status: Status) -> list[StoredKnowledge]:
+        """Every knowledge version with ``status``, by diagnosis name then version."""
+        return self._knowledge("WHERE k.status = ? ORDER BY lower(d.name), k.version", [status])
+
     def history(self, diagnosis_id: int) -> list[StoredKnowledge]:
         """Every knowledge version of a diagnosis, oldest first."""
         return self._knowledge("WHERE k.diagnosis_id = ? ORDER BY k.version", [diagnosis_id])
 
     def all_knowledge(self, *, all_versions: bool = False) -> list[StoredKnowledge]:
-        """Current (or all) knowledge of every diagnosis, by name then version."""
+        """Latest (or all) knowledge of every diagnosis whatever its status, by name, version."""
         table = "knowledge" if all_versions else "current_knowledge"
         return self._knowledge("ORDER BY lower(d.name), k.version", [], table=table)
 
@@ -277,8 +370,8 @@ class KnowledgeBase:
         version = int(row[0]) if row else 1
         self.con.execute(
             "INSERT INTO knowledge (diagnosis_id, version, schema_version, record, content_sha256, "
-            "source, provider, model, prompt_sha256, params, raw_response, pack_version, run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "source, provider, model, prompt_sha256, params, raw_response, pack_version, run_id, "
+            "status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 diagnosis.id,
                 version,
@@ -293,6 +386,7 @@ class KnowledgeBase:
                 provenance.raw_response,
                 provenance.pack_version,
                 run_id,
+                initial_status(provenance.source),
             ],
         )
         self.con.execute(
@@ -361,8 +455,8 @@ class KnowledgeBase:
         rows = self.con.execute(
             "SELECT d.id, d.name, d.category, k.version, k.record, k.source, k.provider, k.model, "
             "k.prompt_sha256, k.params, k.raw_response, k.pack_version, k.content_sha256, "
-            f"k.created_at, k.run_id FROM {table} k JOIN diagnoses d ON d.id = k.diagnosis_id "
-            + tail,
+            "k.created_at, k.run_id, k.status, k.reviewed_at, k.review_note "
+            f"FROM {table} k JOIN diagnoses d ON d.id = k.diagnosis_id " + tail,
             params,
         ).fetchall()
         return [
@@ -382,6 +476,9 @@ class KnowledgeBase:
                 content_sha256=r[12],
                 created_at=r[13],
                 run_id=r[14],
+                status=r[15],
+                reviewed_at=r[16],
+                review_note=r[17],
             )
             for r in rows
         ]

@@ -108,5 +108,7 @@ def _show(value: JsonValue) -> str:
         return f">= {low:g}" if low is not None else f"<= {high:g}"
     if isinstance(value, list):
         return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
     text = repr(value) if isinstance(value, str | dict) else str(value)
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."

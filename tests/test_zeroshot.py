@@ -94,7 +94,8 @@ def test_unknown_label_gets_knowledge_from_the_configured_llm(
     trained: tuple[Path, Path], kb_copy: Path
 ) -> None:
     checkpoint = load_checkpoint(trained[1])
-    with LoopbackOpenAI() as server, KnowledgeBase(kb_copy) as kb:
+    # Opted in to proposed knowledge: the generated record is used before anyone reviews it.
+    with LoopbackOpenAI() as server, KnowledgeBase(kb_copy, usable=("accepted", "proposed")) as kb:
         llm = (LLMSettings(model="loopback", base_url=server.base_url), "sk-test")
         classifier = ZeroShotClassifier(checkpoint, kb, llm=llm)
         vectors = classifier.label_vectors(labels=["test new diagnosis"], views=["full"])

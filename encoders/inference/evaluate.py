@@ -40,6 +40,7 @@ from encoders.evaluation import (
 from encoders.inference.zeroshot import LabelVectors, LLMProvider, ZeroShotClassifier
 from encoders.models.checkpoint import load_checkpoint
 from kb_store.store import KnowledgeBase
+from ked.config import DEFAULT_USABLE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class EvalConfig:
     similarity_threshold: float = 0.95
     llm: LLMProvider | None = None
     device: str | None = None
+    knowledge_statuses: tuple[str, ...] = DEFAULT_USABLE_STATUSES  # see ked.config
 
 
 @dataclass
@@ -101,7 +103,7 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
     splits = set(manifest.table["split"])
     eval_split = config.eval_split or ("test" if "test" in splits else "val")
     threshold_split = _threshold_split(config.threshold_split, eval_split, splits)
-    with KnowledgeBase(config.db) as kb:
+    with KnowledgeBase(config.db, usable=config.knowledge_statuses) as kb:
         classifier = ZeroShotClassifier(checkpoint, kb, llm=config.llm, device=config.device)
         vectors = {
             name: classifier.label_vectors(labels=config.labels, vocab=config.vocab, views=v)

@@ -30,7 +30,7 @@ def explain_recording(
         return model(x, vectors).logits
 
     entry = label_vectors.entries[0]
-    knowledge = classifier.kb.current(entry.diagnosis_id) if entry.diagnosis_id else None
+    knowledge = classifier.kb.usable(entry.diagnosis_id) if entry.diagnosis_id else None
     explanation = explain(
         score_fn,
         torch.from_numpy(window.x).to(classifier.device),

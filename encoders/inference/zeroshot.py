@@ -119,7 +119,7 @@ class ZeroShotClassifier:
             check_view(view)
         entries = label_entries(self.kb, vocab=vocab, labels=labels)
         entries = self._with_knowledge(entries, labels if vocab is None else [])
-        known = self.kb.current_many(e.diagnosis_id for e in entries if e.diagnosis_id)
+        known = self.kb.usable_many(e.diagnosis_id for e in entries if e.diagnosis_id)
         fallback = [e.label for e in entries if e.diagnosis_id not in known]
         per_view = {
             view: label_matrix(self.embedder, entries, [view], fallback_to_name=True).tensor()

@@ -74,24 +74,28 @@ def view_texts(
     *,
     fallback_to_name: bool = False,
 ) -> dict[str, list[str]]:
-    """The text of each view for each label, from the labels' current knowledge.
+    """The text of each view for each label, from the labels' usable knowledge.
 
-    A label without knowledge is an error, or with ``fallback_to_name`` its own text (the bare
-    name), with a warning.
+    Usable knowledge is the latest version whose review status the knowledge base uses
+    (:meth:`KnowledgeBase.usable`). A label without it is an error, or with
+    ``fallback_to_name`` its own text (the bare name), with a warning.
     """
     for view in views:
         check_view(view)
-    records = kb.current_many(e.diagnosis_id for e in entries if e.diagnosis_id is not None)
+    records = kb.usable_many(e.diagnosis_id for e in entries if e.diagnosis_id is not None)
     missing = [e.label for e in entries if e.diagnosis_id not in records]
     if missing and not fallback_to_name:
         raise MissingKnowledgeError(
-            f"no knowledge for {len(missing)} labels: {', '.join(missing[:20])}"
+            f"no {'/'.join(kb.usable_statuses)} knowledge for {len(missing)} labels: "
+            + ", ".join(missing[:20])
             + (" ..." if len(missing) > 20 else "")
-            + "; import the curated pack or generate knowledge first"
+            + "; import the curated pack or generate knowledge first, accept proposed "
+            "knowledge ('ked kb review'), or opt in with --use-knowledge accepted,proposed"
         )
     if missing:
         log.warning(
-            "no knowledge for %d labels, using the bare label text instead of the views %s: %s",
+            "no %s knowledge for %d labels, using the bare label text instead of the views %s: %s",
+            "/".join(kb.usable_statuses),
             len(missing),
             ", ".join(views),
             ", ".join(missing),

@@ -35,6 +35,7 @@ from encoders.inference.zeroshot import ZeroShotClassifier
 from encoders.models.checkpoint import load_checkpoint
 from encoders.training.loop import LabelBank, LoopSettings, Run, StepInfo, fit
 from kb_store.store import KnowledgeBase
+from ked.config import DEFAULT_USABLE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class FinetuneConfig:
     loop: LoopSettings = field(default_factory=lambda: LoopSettings(epochs=20, lr=1e-3))
     split_seed: int = 0
     device: str | None = None
+    knowledge_statuses: tuple[str, ...] = DEFAULT_USABLE_STATUSES  # see ked.config
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -105,7 +107,7 @@ def finetune(
     checkpoint = load_checkpoint(config.checkpoint)
     views = list(config.views or checkpoint.views)
     manifest = open_manifest(config.data, split_seed=config.split_seed)
-    with KnowledgeBase(config.db) as kb:
+    with KnowledgeBase(config.db, usable=config.knowledge_statuses) as kb:
         zero_shot = ZeroShotClassifier(checkpoint, kb, device=str(device))
         vectors = zero_shot.label_vectors(
             labels=config.labels, vocab=config.vocab, views=views

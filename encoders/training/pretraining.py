@@ -33,6 +33,7 @@ from encoders.training import recipe
 from encoders.training.augment import Augmentation
 from encoders.training.loop import LabelBank, LoopSettings, Run, StepInfo, fit
 from kb_store.store import KnowledgeBase
+from ked.config import DEFAULT_USABLE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class PretrainConfig:
     split_seed: int = 0
     device: str | None = None
     resume: bool = False
+    knowledge_statuses: tuple[str, ...] = DEFAULT_USABLE_STATUSES  # see ked.config
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -148,7 +150,7 @@ def pretrain(
 
 def _prepare(config: PretrainConfig, record_labels: set[str]) -> _Setup:
     """Label set, label vectors (embedding what is missing) and the record-label mapping."""
-    with KnowledgeBase(config.db) as kb:
+    with KnowledgeBase(config.db, usable=config.knowledge_statuses) as kb:
         entries = label_entries(kb, vocab=config.vocab, labels=config.labels)
         unresolved = [e.label for e in entries if e.diagnosis_id is None]
         if unresolved:

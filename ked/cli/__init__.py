@@ -66,12 +66,19 @@ def root(
     db: Annotated[
         Path | None, typer.Option(help="knowledge base file (env KED_DB; default ./ked.duckdb)")
     ] = None,
+    use_knowledge: Annotated[
+        str | None,
+        typer.Option(
+            help="knowledge statuses that feed embeddings, training and zero-shot, e.g. "
+            "accepted,proposed (env KED_USE_KNOWLEDGE; default accepted)"
+        ),
+    ] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="more logs")] = 0,
 ) -> None:
     """Global options."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = CliState(db=db)
+    ctx.obj = CliState(db=db, use_knowledge=use_knowledge)
 
 
 def main() -> None:

@@ -30,18 +30,21 @@ RescanOption = Annotated[
 @dataclass
 class CliState:
     db: Path | None = None
+    use_knowledge: str | None = None
 
 
 def settings(ctx: typer.Context, **overrides: Any) -> Settings:
-    """Settings from this command's flags, the global ``--db``, the environment and defaults."""
+    """Settings from this command's flags, the global options, the environment and defaults."""
     state: CliState = ctx.obj or CliState()
-    return Settings.resolve(db=state.db, **overrides)
+    knowledge = [state.use_knowledge] if state.use_knowledge else None
+    return Settings.resolve(db=state.db, knowledge_statuses=knowledge, **overrides)
 
 
 def open_kb(ctx: typer.Context, *, read_only: bool = False) -> KnowledgeBase:
     from kb_store.store import KnowledgeBase
 
-    return KnowledgeBase(settings(ctx).db, read_only=read_only)
+    resolved = settings(ctx)
+    return KnowledgeBase(resolved.db, read_only=read_only, usable=resolved.knowledge_statuses)
 
 
 def echo_json(data: Any) -> None:

@@ -60,7 +60,7 @@ def embed(
         if labels or vocab:
             entries = label_entries(kb, vocab=vocab, labels=labels or [])
         else:
-            entries = label_entries(kb, labels=[d.name for d, v, _ in kb.diagnoses() if v])
+            entries = label_entries(kb, labels=[s.diagnosis.name for s in kb.all_usable()])
         texts = [t for ts in view_texts(kb, entries, views).values() for t in ts]
         if shard is not None:
             typer.echo(_embed_shard(embedder, texts, shard, shard_out))

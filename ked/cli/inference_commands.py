@@ -164,6 +164,7 @@ def eval_command(
             data=data,
             out=out,
             db=settings(ctx).db,
+            knowledge_statuses=settings(ctx).knowledge_statuses,
             vocab=vocab,
             labels=tuple(labels or ()),
             views=tuple(view) if view else None,

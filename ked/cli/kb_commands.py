@@ -1,17 +1,36 @@
-"""``ked kb``: list, show, export and import the knowledge base."""
+"""``ked kb``: list, show, review, compare, export and import the knowledge base."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ked.cli.common import echo_json, open_kb
+from ked.errors import UserError
 
-app = typer.Typer(help="Inspect, export and import the knowledge base.")
+if TYPE_CHECKING:
+    from kb_store.store import Diagnosis, KnowledgeBase, Status, StoredKnowledge
+
+app = typer.Typer(help="Inspect, review, export and import the knowledge base.")
+
+NameArgument = Annotated[str, typer.Argument(help="name, synonym or code")]
+VersionOption = Annotated[int | None, typer.Option(help="knowledge version (default: the latest)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+class UnknownDiagnosisError(UserError, LookupError):
+    """A name that resolves to no diagnosis."""
+
+
+def _diagnosis(kb: KnowledgeBase, name: str) -> Diagnosis:
+    diagnosis = kb.resolve(name)
+    if diagnosis is None:
+        raise UnknownDiagnosisError(f"no diagnosis named {name!r}")
+    return diagnosis
 
 
 @app.command("list")
@@ -19,19 +38,28 @@ def list_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Every diagnosis, its category and its current knowledge version and source."""
+    """Every diagnosis, its category and its latest knowledge version, source and status."""
     with open_kb(ctx, read_only=True) as kb:
         rows = kb.diagnoses()
+        statuses = kb.latest_statuses()
     if as_json:
         echo_json(
             [
-                {"id": d.id, "name": d.name, "category": d.category, "version": v, "source": s}
+                {
+                    "id": d.id,
+                    "name": d.name,
+                    "category": d.category,
+                    "version": v,
+                    "source": s,
+                    "status": statuses.get(d.id),
+                }
                 for d, v, s in rows
             ]
         )
         return
     for diagnosis, version, source in rows:
-        knowledge = f"v{version} {source}" if version else "no knowledge"
+        status = statuses.get(diagnosis.id)
+        knowledge = f"v{version} {source} {status}" if version else "no knowledge"
         typer.echo(
             f"{diagnosis.id:5d}  {diagnosis.name:<60}  {diagnosis.category or '-':<12}  {knowledge}"
         )
@@ -73,7 +101,10 @@ def show(
         typer.echo("no knowledge yet")
     for stored in shown:
         prov = {k: v for k, v in asdict(stored.provenance).items() if v and k != "raw_response"}
-        typer.echo(f"\nversion {stored.version}, {stored.created_at:%Y-%m-%d %H:%M} UTC")
+        typer.echo(
+            f"\nversion {stored.version}, {stored.created_at:%Y-%m-%d %H:%M} UTC, {stored.status}"
+            + (f" ({stored.review_note})" if stored.review_note else "")
+        )
         typer.echo("provenance: " + json.dumps(prov, sort_keys=True, default=str))
         typer.echo(f"summary: {stored.record.summary}")
         typer.echo("criteria:")
@@ -129,3 +160,173 @@ def failures(
     for f in rows:
         typer.echo(f"run {f.run_id}  {f.label}  attempt {f.attempt}  {f.error_kind}: {f.message}")
     typer.echo(f"{len(rows)} failures")
+
+
+@app.command()
+def review(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Knowledge versions waiting for review, with their findings against the curated pack."""
+    from knowledge.check import Severity, check_stored
+    from knowledge.curated import load_pack
+
+    with open_kb(ctx, read_only=True) as kb:
+        checks = check_stored(kb, kb.by_status("proposed"), load_pack())
+    rows = [
+        {
+            "name": c.stored.diagnosis.name,
+            "version": c.stored.version,
+            "source": c.stored.provenance.source,
+            "model": c.stored.provenance.model,
+            "created_at": c.stored.created_at,
+            "curated": c.curated is not None,
+            "contradictions": c.count(Severity.CONTRADICTION),
+            "deviations": c.count(Severity.DEVIATION),
+        }
+        for c in checks
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        found = (
+            f"{row['contradictions']} contradictions, {row['deviations']} deviations"
+            if row["curated"]
+            else "no curated record to check against"
+        )
+        typer.echo(
+            f"{row['name']:<50}  v{row['version']:<3}  {row['source']:<8}  "
+            f"{row['model'] or '-':<20}  {found}"
+        )
+    typer.echo(
+        f"{len(rows)} versions wait for review: 'ked kb check NAME' shows the findings, "
+        "'ked kb accept NAME' or 'ked kb reject NAME' decides"
+    )
+
+
+def _set_status(
+    ctx: typer.Context, name: str, status: Status, version: int | None, note: str | None
+) -> None:
+    with open_kb(ctx) as kb:
+        stored = kb.set_status(_diagnosis(kb, name).id, status, version=version, note=note)
+        usable = kb.usable(stored.diagnosis.id)
+    now_used = f"v{usable.version}" if usable else "no knowledge"
+    typer.echo(
+        f"{stored.diagnosis.name} v{stored.version}: {status}; "
+        f"embeddings, training and zero-shot now use {now_used} "
+        f"({'/'.join(kb.usable_statuses)} knowledge)"
+    )
+
+
+@app.command()
+def accept(
+    ctx: typer.Context,
+    name: NameArgument,
+    version: VersionOption = None,
+    note: Annotated[str | None, typer.Option(help="reviewer's note")] = None,
+) -> None:
+    """Accept a knowledge version: it may feed embeddings, training and zero-shot."""
+    _set_status(ctx, name, "accepted", version, note)
+
+
+@app.command()
+def reject(
+    ctx: typer.Context,
+    name: NameArgument,
+    version: VersionOption = None,
+    note: Annotated[str | None, typer.Option(help="why it was rejected")] = None,
+) -> None:
+    """Reject a knowledge version: it never feeds embeddings, training or zero-shot."""
+    _set_status(ctx, name, "rejected", version, note)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="diagnoses (default: every proposed LLM version)")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare LLM knowledge with the curated record of the same diagnosis, field by field."""
+    from knowledge.check import Severity, check_stored
+    from knowledge.curated import load_pack
+
+    with open_kb(ctx, read_only=True) as kb:
+        if names:
+            versions = [_latest_llm(kb, _diagnosis(kb, name)) for name in names]
+        else:
+            versions = [s for s in kb.by_status("proposed") if s.provenance.source == "llm"]
+        checks = check_stored(kb, versions, load_pack())
+    if as_json:
+        echo_json(
+            [
+                {
+                    "name": c.stored.diagnosis.name,
+                    "version": c.stored.version,
+                    "status": c.stored.status,
+                    "curated": c.curated is not None,
+                    "findings": [asdict(f) for f in c.findings],
+                }
+                for c in checks
+            ]
+        )
+        return
+    for c in checks:
+        head = f"{c.stored.diagnosis.name} v{c.stored.version} ({c.stored.status})"
+        if c.curated is None:
+            typer.echo(f"{head}: no curated record to check against")
+            continue
+        typer.echo(
+            f"{head}: {c.count(Severity.CONTRADICTION)} contradictions, "
+            f"{c.count(Severity.DEVIATION)} deviations"
+        )
+        for finding in c.findings:
+            typer.echo(f"  {finding.describe()}")
+    typer.echo(f"{len(checks)} versions checked")
+
+
+def _latest_llm(kb: KnowledgeBase, diagnosis: Diagnosis) -> StoredKnowledge:
+    llm = [s for s in kb.history(diagnosis.id) if s.provenance.source == "llm"]
+    if not llm:
+        raise UnknownDiagnosisError(f"{diagnosis.name!r} has no LLM knowledge to check")
+    return llm[-1]
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    name: NameArgument,
+    from_version: Annotated[
+        int | None, typer.Option("--from", help="old version (default: the one before --to)")
+    ] = None,
+    to_version: Annotated[
+        int | None, typer.Option("--to", help="new version (default: the latest)")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Field-by-field differences between two knowledge versions of a diagnosis."""
+    from knowledge.diff import diff_records
+
+    with open_kb(ctx, read_only=True) as kb:
+        diagnosis = _diagnosis(kb, name)
+        new = kb.version(diagnosis.id, to_version)
+        if from_version is None and new.version == 1:
+            raise UnknownDiagnosisError(f"{diagnosis.name!r} has no version before v1 to compare")
+        old = kb.version(diagnosis.id, new.version - 1 if from_version is None else from_version)
+    changes = diff_records(old.record, new.record)
+    if as_json:
+        echo_json(
+            {
+                "name": diagnosis.name,
+                "from": old.version,
+                "to": new.version,
+                "changes": [asdict(c) for c in changes],
+            }
+        )
+        return
+    typer.echo(
+        f"{diagnosis.name}: v{old.version} ({old.provenance.source}, {old.status}) -> "
+        f"v{new.version} ({new.provenance.source}, {new.status})"
+    )
+    for change in changes:
+        typer.echo(f"  {change.describe()}")
+    typer.echo(f"{len(changes)} changes")
