@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from encoders.ecg import ECGDataset, Manifest, Preprocessing
+from encoders.ecg.signal_store import BuildSummary, SignalStore, build_store
 from encoders.text.labels import LabelEntry
 from kb_store.store import KnowledgeBase
 from knowledge.names import normalize_name
@@ -44,6 +45,11 @@ def open_manifest(spec: str, *, rescan: bool = False, split_seed: int = 0) -> Ma
     """The dataset's readable records with train/val/test splits, from its saved manifest
     brought up to date (only new and changed records are read; all of them with ``rescan``).
     Unreadable records are left out with a warning naming them."""
+    return _readable(spec, rescan=rescan).with_splits(seed=split_seed)
+
+
+def _readable(spec: str, *, rescan: bool = False) -> Manifest:
+    """The dataset's readable records from its up-to-date manifest, splits as it defines them."""
     path = _manifest_path(spec)
     manifest = Manifest.open(spec, path, rescan=rescan)
     errors = manifest.errors
@@ -57,7 +63,35 @@ def open_manifest(spec: str, *, rescan: bool = False, split_seed: int = 0) -> Ma
             " ..." if len(errors) > 5 else "",
             path,
         )
-    return manifest.ok.with_splits(seed=split_seed)
+    return manifest.ok
+
+
+def build_signal_store(
+    specs: Sequence[str],
+    out: str | Path,
+    preprocessing: Preprocessing | None = None,
+    *,
+    workers: int = 0,
+    rescan: bool = False,
+    on_record: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> BuildSummary:
+    """Write or update the on-disk signal store of several datasets (`signal_store`): their
+    manifests are brought up to date first, so only new and changed records are prepared.
+    ``on_total(n)`` learns the record count once the manifests are read."""
+    if not specs:
+        raise ValueError("give at least one dataset")
+    manifest = Manifest.concat([_readable(spec, rescan=rescan) for spec in specs])
+    if on_total:
+        on_total(len(manifest))
+    return build_store(
+        manifest, out, preprocessing or Preprocessing(), workers=workers, on_record=on_record
+    )
+
+
+def store_manifest(store: SignalStore, *, split_seed: int = 0) -> Manifest:
+    """A store's records with train/val/test splits, as `open_manifests` gives its sources'."""
+    return store.manifest().with_splits(seed=split_seed)
 
 
 def rescan_manifests(specs: Iterable[str]) -> None:
@@ -157,11 +191,14 @@ def datasets(
     preprocessing: Preprocessing,
     *,
     splits: Sequence[str] = ("train", "val"),
+    store: SignalStore | None = None,
 ) -> dict[str, ECGDataset]:
     """One dataset per split; training crops at random, evaluation from the start.
 
     With several datasets in ``manifest``, a label that a dataset never reports is unknown
     (NaN target) for that dataset's records, so the loss does not count it as negative.
+    The prepared signals stay in memory, or, with a ``store`` (whose `store_manifest` is
+    ``manifest``), on disk, memory-mapped.
     """
     reported = reported_labels(manifest, mapping)
     mask = len(reported) > 1
@@ -171,8 +208,15 @@ def datasets(
         if len(part) == 0:
             raise ValueError(f"the {split} split is empty")
         crop = preprocessing if split == "train" else evaluation_preprocessing(preprocessing)
+        prepared = None if store is None else store.view(part.table["store_row"].to_numpy())
         out[split] = ECGDataset(
-            part, crop, labels, mapping.get, cache="memory", reported=reported if mask else None
+            part,
+            crop,
+            labels,
+            mapping.get,
+            cache="memory" if prepared is None else None,
+            prepared=prepared,
+            reported=reported if mask else None,
         )
     return out
 

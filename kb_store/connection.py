@@ -1,12 +1,13 @@
-"""Opening the DuckDB file, with clear errors, and transactions."""
+"""Opening the DuckDB file, with clear errors, transactions, and read-only sharing."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import duckdb
 
@@ -29,6 +30,11 @@ class DatabaseMissingError(KnowledgeBaseError):
 
 class DatabaseCorruptError(KnowledgeBaseError):
     """A file that DuckDB cannot open as a database: not one, truncated, or damaged."""
+
+
+class ReadOnlyError(KnowledgeBaseError):
+    """A job holding the knowledge base read-only found something it must write (a text to
+    embed, knowledge to generate); `read_or_write` then opens it for writing."""
 
 
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.+?) \(PID (?P<pid>\d+)\)")
@@ -90,3 +96,41 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+Handle = TypeVar("Handle", bound=_Closable)
+Result = TypeVar("Result")
+
+
+def read_or_write(
+    open_kb: Callable[[bool], Handle], work: Callable[[Handle], Result], *, what: str = "job"
+) -> Result:
+    """``work`` on the knowledge base opened read-only (``open_kb(True)``), so that other jobs
+    and ``ked kb list`` can read it at the same time; opened for writing (``open_kb(False)``)
+    only when ``work`` raises `ReadOnlyError` (something must be embedded or generated), or
+    when the read-only open fails for a reason a writer fixes (no file yet, an older schema).
+    ``work`` runs again from the start then, so it must not have side effects before writing.
+    """
+    try:
+        handle = open_kb(True)
+    except DatabaseLockedError:
+        raise
+    except KnowledgeBaseError as exc:
+        log.warning("the %s opens the knowledge base for writing: %s", what, exc)
+    else:
+        with closing(handle):
+            try:
+                return work(handle)
+            except ReadOnlyError as exc:
+                log.warning(
+                    "the %s opens the knowledge base for writing (%s); other jobs cannot use "
+                    "it until this one is done with it",
+                    what,
+                    exc,
+                )
+    with closing(open_kb(False)) as handle:
+        return work(handle)

@@ -6,7 +6,8 @@ several datasets at once). Targets come from the records' label strings through 
 callable that maps a record label (``"SNOMED:164889003"``) to one of the dataset's target labels
 or None (ked's knowledge base provides it). With ``cache``, stage 1 of the pipeline (lead order,
 gaps, resampling, filtering) runs once per record, into memory or into ``.npy`` files that workers
-memory-map; each item then only crops, normalises and pads, so loading stays cheap.
+memory-map; with ``prepared`` it comes from elsewhere (a signal store, `signal_store`); each item
+then only crops, normalises and pads, so loading stays cheap.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -36,15 +37,22 @@ LabelOf = Callable[[str], str | None]
 _CACHE_FILES = ("signals.npy", "offsets.npy", "masks.npy")
 
 
+class PreparedSource(Protocol):
+    """Where a dataset takes its items' stage-1 outputs from (a cache, a signal store)."""
+
+    def get(self, index: int, record_id: str) -> PreprocessedECG: ...
+
+
 class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
     """Preprocessed windows of a manifest's readable records (or of in-memory records).
 
     ``labels`` is the ordered list of target labels (the target's columns). ``cache`` is None
     (read and prepare every item), ``"memory"``, or a folder for a memory-mapped ``.npy`` cache
     that is reused while the records and the stage-1 settings are unchanged.
-    ``cache_workers`` processes prepare the cache in parallel. With ``crop="random"`` the crop
-    offset comes from torch's random generator, so ``torch.manual_seed`` (and the DataLoader's
-    per-worker seeding) make it reproducible.
+    ``cache_workers`` processes prepare the cache in parallel. ``prepared`` instead serves the
+    stage-1 outputs in the records' order (e.g. a `signal_store.StoreView`). With
+    ``crop="random"`` the crop offset comes from torch's random generator, so
+    ``torch.manual_seed`` (and the DataLoader's per-worker seeding) make it reproducible.
     """
 
     def __init__(
@@ -57,6 +65,7 @@ class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         cache: str | Path | None = None,
         cache_workers: int = 0,
         reported: Mapping[str, set[str]] | None = None,
+        prepared: PreparedSource | None = None,
     ) -> None:
         self.preprocessing = preprocessing
         self.labels = tuple(labels)
@@ -68,19 +77,13 @@ class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
                 logger.warning("%d unreadable records left out", len(records) - len(manifest))
             self._manifest: Manifest | None = manifest
             self._records: list[ECGRecord] | None = None
-            table = manifest.table
-            self.record_ids = tuple(str(record_id) for record_id in table["record_id"])
-            record_labels = list(table["labels"])
-            lengths = [
-                resampled_length(int(n), float(fs), preprocessing.fs)
-                for n, fs in zip(table["n_samples"], table["fs"], strict=True)
-            ]
+            self.record_ids = tuple(str(record_id) for record_id in manifest.table["record_id"])
+            record_labels = list(manifest.table["labels"])
         else:
             self._manifest = None
             self._records = list(records)
             self.record_ids = tuple(record.record_id for record in self._records)
             record_labels = [record.labels for record in self._records]
-            lengths = [resampled_length(r.n_samples, r.fs, preprocessing.fs) for r in self._records]
         self.targets = multi_hot(record_labels, self.labels, label_of)
         if reported is not None:
             if self._manifest is None:
@@ -88,12 +91,25 @@ class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
             specs = [str(spec) for spec in self._manifest.table["spec"]]
             self.targets = unreported_as_unknown(self.targets, self.labels, specs, reported)
         self._sources: dict[str, ECGSource] = {}
-        self._cache: PreparedCache | None = None
+        if cache is not None and prepared is not None:
+            raise ValueError("give cache= or prepared=, not both")
+        self._cache: PreparedSource | None = prepared
         if cache is not None:
-            self._cache = PreparedCache.build(self, lengths, cache, workers=cache_workers)
+            self._cache = PreparedCache.build(self, self._lengths(), cache, workers=cache_workers)
 
     def __len__(self) -> int:
         return len(self.record_ids)
+
+    def _lengths(self) -> list[int]:
+        """Each record's length after resampling."""
+        fs = self.preprocessing.fs
+        if self._manifest is None:
+            return [resampled_length(r.n_samples, r.fs, fs) for r in self._records or []]
+        table = self._manifest.table
+        return [
+            resampled_length(int(n), float(rate), fs)
+            for n, rate in zip(table["n_samples"], table["fs"], strict=True)
+        ]
 
     def record(self, index: int) -> ECGRecord:
         """Read the record at ``index`` (from its source when the dataset is over a manifest)."""
@@ -203,10 +219,7 @@ class PreparedCache:
             )
         masks = np.zeros((len(lengths), len(STANDARD_LEADS)), dtype=bool)
         started = time.perf_counter()
-        loader = DataLoader(
-            _Preparer(dataset), batch_size=None, num_workers=workers, collate_fn=_identity
-        )
-        for index, prepared in loader:
+        for index, prepared in prepared_records(dataset, workers=workers):
             start, stop = offsets[index], offsets[index + 1]
             if prepared.x.shape[-1] != stop - start:
                 raise RuntimeError(
@@ -252,6 +265,16 @@ class PreparedCache:
         if self.folder is not None:
             return {"folder": self.folder, "_arrays": None}
         return self.__dict__
+
+
+def prepared_records(
+    dataset: ECGDataset, *, workers: int = 0
+) -> Iterator[tuple[int, PreprocessedECG]]:
+    """Stage 1 of every record of ``dataset``, in order, by ``workers`` processes (0: this one)."""
+    loader = DataLoader(
+        _Preparer(dataset), batch_size=None, num_workers=workers, collate_fn=_identity
+    )
+    return iter(loader)
 
 
 class _Preparer(Dataset[tuple[int, PreprocessedECG]]):

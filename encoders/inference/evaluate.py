@@ -39,10 +39,12 @@ from encoders.evaluation import (
 )
 from encoders.inference.zeroshot import LabelVectors, LLMProvider, ZeroShotClassifier
 from encoders.models.checkpoint import load_checkpoint
+from kb_store.connection import read_or_write
 from kb_store.store import KnowledgeBase
 from ked.config import DEFAULT_USABLE_STATUSES
 
 log = logging.getLogger(__name__)
+Vectors = dict[str, LabelVectors]
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,25 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
     splits = set(manifest.table["split"])
     eval_split = config.eval_split or ("test" if "test" in splits else "val")
     threshold_split = _threshold_split(config.threshold_split, eval_split, splits)
-    with KnowledgeBase(config.db, usable=config.knowledge_statuses) as kb:
+    labels_in_data = record_label_strings(manifest)
+
+    def label_side(kb: KnowledgeBase) -> tuple[ZeroShotClassifier, Vectors, dict[str, str]]:
         classifier = ZeroShotClassifier(checkpoint, kb, llm=config.llm, device=config.device)
         vectors = {
             name: classifier.label_vectors(labels=config.labels, vocab=config.vocab, views=v)
             for name, v in conditions_views.items()
         }
-        first = next(iter(vectors.values()))
-        mapping = target_labels(kb, first.entries, record_label_strings(manifest))
+        mapping = target_labels(kb, next(iter(vectors.values())).entries, labels_in_data)
+        return classifier, vectors, mapping
+
+    classifier, vectors, mapping = read_or_write(
+        lambda read_only: KnowledgeBase(
+            config.db, usable=config.knowledge_statuses, read_only=read_only
+        ),
+        label_side,
+        what="evaluation",
+    )
+    first = next(iter(vectors.values()))
     names = [e.label for e in first.entries]
     trained = {e.diagnosis_id for e in checkpoint.entries}
     groups = {

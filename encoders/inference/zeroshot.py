@@ -28,6 +28,7 @@ from encoders.inference.criteria import rhythm_log_prior
 from encoders.inference.predict import predict
 from encoders.models.checkpoint import Checkpoint
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
+from kb_store.connection import ReadOnlyError
 from kb_store.embeddings import EncoderMismatchError
 from kb_store.store import KnowledgeBase
 from knowledge.generate import generate_knowledge
@@ -178,6 +179,8 @@ class ZeroShotClassifier:
                 ", ".join(missing),
             )
             return entries
+        if self.kb.read_only:
+            raise ReadOnlyError(f"knowledge to generate for {', '.join(missing)}")
         settings, key = self.llm
 
         async def run() -> None:

@@ -1,4 +1,4 @@
-"""Choosing the device and precision for text encoding.
+"""Choosing the device and precision for text encoding, and each training process's device.
 
 torch loads only when it must decide: a run whose vectors are all cached, on a machine that
 cannot have a GPU, never imports it (about 1.5 s of a 2-core machine's start-up).
@@ -6,6 +6,7 @@ cannot have a GPU, never imports it (about 1.5 s of a 2-core machine's start-up)
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -43,3 +44,14 @@ def select_dtype(requested: str, device: str) -> str:
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "float32"
+
+
+def process_device(requested: str | None = None) -> str:
+    """This process's device: under ``torchrun`` (``LOCAL_RANK`` set) each rank takes its own
+    GPU, ``cuda:LOCAL_RANK``, whatever ``requested`` names (``cuda``, ``cuda:0``); a CPU or MPS
+    choice stays as it is."""
+    device = select_device(requested)
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or device.split(":")[0] != "cuda":
+        return device
+    return f"cuda:{int(local)}"

@@ -17,6 +17,7 @@ import numpy as np
 
 from encoders.text.device import select_device, select_dtype
 from encoders.text.spec import EncoderSpec
+from kb_store.connection import ReadOnlyError
 from kb_store.embeddings import EmbeddingCache, text_sha256
 from kb_store.store import KnowledgeBase
 
@@ -100,6 +101,8 @@ class Embedder:
         summary.cache_hits = len(found.vectors)
         summary.corrupt = len(found.corrupt)
         missing = [(h, t) for h, t in unique.items() if h not in found.vectors]
+        if missing and self.kb.read_only:
+            raise ReadOnlyError(f"{len(missing)} texts are not embedded yet")
         if missing:
             encoder = self.encoder()
             summary.model_loaded = True

@@ -1,8 +1,12 @@
 """Pretraining: align an ECG encoder with cached label vectors.
 
-Rank 0 resolves the label set in the knowledge base, takes the label vectors from the cache
-(embedding what is missing) and shares them; the loop in :mod:`encoders.training.loop` does
-the rest. Runs under ``torchrun`` as DDP (distributed sampler, rank-0 checkpoints and logs).
+Rank 0 resolves the label set in the knowledge base, opened read-only when every label vector
+is cached (for writing only to embed what is missing), takes the label vectors and broadcasts
+them; the other ranks never open the knowledge base or load the text model. The loop in
+:mod:`encoders.training.loop` does the rest. Runs under ``torchrun`` as DDP: each rank on its
+own ``LOCAL_RANK`` GPU, a distributed sampler, rank-0 checkpoints and logs. The records come
+from their sources (prepared into memory) or from an on-disk signal store (``store``, memory-
+mapped and shared by every rank and loader worker through the page cache).
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ from encoders.datasets import (
     held_out_diagnoses,
     open_manifests,
     record_label_strings,
+    store_manifest,
     target_labels,
 )
 from encoders.ecg import Preprocessing
+from encoders.ecg.signal_store import SignalStore
 from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
+from encoders.text.device import process_device
 from encoders.training import recipe
 from encoders.training.augment import Augmentation
 from encoders.training.loop import LabelBank, LoopSettings, Run, StepInfo, fit
+from kb_store.connection import read_or_write
 from kb_store.store import KnowledgeBase
 from ked.config import DEFAULT_USABLE_STATUSES
 
@@ -42,7 +50,8 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     """A pretraining run. ``data`` is one dataset spec or several (trained on together, each
     label masked where a dataset never reports it); with several ``views`` every step draws one
-    view's vector per label."""
+    view's vector per label. With ``store`` (a folder from `build_signal_store`) the records
+    come from that store instead, and ``data`` is empty."""
 
     data: str | tuple[str, ...]
     out: Path
@@ -64,6 +73,7 @@ class PretrainConfig:
     split_seed: int = 0
     device: str | None = None
     resume: bool = False
+    store: Path | None = None
     knowledge_statuses: tuple[str, ...] = DEFAULT_USABLE_STATUSES  # see ked.config
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,15 +107,23 @@ def pretrain(
     config: PretrainConfig, on_step: Callable[[StepInfo], None] | None = None
 ) -> PretrainResult:
     """Train, validate each epoch, keep the best checkpoint; resumable from ``last.pt``."""
-    rank, world = _init_distributed()
-    device = _device(config.device, rank)
+    device = torch.device(process_device(config.device))
+    rank, world = _init_distributed(device)
     torch.manual_seed(config.loop.seed + rank)
     np.random.seed(config.loop.seed + rank)
-    specs = (config.data,) if isinstance(config.data, str) else config.data
-    manifest = _on_rank0_first(rank, lambda: open_manifests(specs, split_seed=config.split_seed))
+    store = None
+    if config.store is not None:
+        store = SignalStore(config.store)
+        store.require(config.preprocessing)
+        manifest = store_manifest(store, split_seed=config.split_seed)
+    else:
+        specs = (config.data,) if isinstance(config.data, str) else config.data
+        manifest = _on_rank0_first(
+            rank, lambda: open_manifests(specs, split_seed=config.split_seed)
+        )
     setup = _broadcast(rank, lambda: _prepare(config, record_label_strings(manifest)))
     labels = [e.label for e in setup.entries]
-    data = datasets(manifest, labels, setup.mapping, config.preprocessing)
+    data = datasets(manifest, labels, setup.mapping, config.preprocessing, store=store)
     vectors = torch.from_numpy(setup.vectors)
     model = KedModel(replace(config.model, text_dim=int(vectors.shape[-1])))
     if config.model.center_labels:
@@ -149,54 +167,57 @@ def pretrain(
 
 
 def _prepare(config: PretrainConfig, record_labels: set[str]) -> _Setup:
-    """Label set, label vectors (embedding what is missing) and the record-label mapping."""
-    with KnowledgeBase(config.db, usable=config.knowledge_statuses) as kb:
-        entries = label_entries(kb, vocab=config.vocab, labels=config.labels)
-        unresolved = [e.label for e in entries if e.diagnosis_id is None]
-        if unresolved:
-            log.warning("labels without a diagnosis are left out: %s", ", ".join(unresolved))
-        held = held_out_diagnoses(kb, config.holdout)
-        unique: dict[int, LabelEntry] = {}
-        for entry in entries:
-            if entry.diagnosis_id is not None and entry.diagnosis_id not in held:
-                unique.setdefault(entry.diagnosis_id, entry)
-        candidates = list(unique.values())
-        mapping = target_labels(kb, candidates, record_labels)
-        present = set(mapping.values())
-        train_entries = [e for e in candidates if e.label in present]
-        if not train_entries:
-            raise ValueError("no label of the label set occurs in the data")
-        dropped = len(candidates) - len(train_entries)
-        log.info(
-            "%d training labels (%d without examples in the data left out, %d held out)",
-            len(train_entries),
-            dropped,
-            len(held),
-        )
-        embedder = Embedder(kb, config.text, device=config.device)
-        per_view = [label_matrix(embedder, train_entries, [v]).vectors for v in config.views]
-        vectors = per_view[0] if len(per_view) == 1 else np.stack(per_view, axis=1)
-        held_out = [e.label for e in entries if e.diagnosis_id in held]
-        text = {**embedder.description, "fingerprint": embedder.fingerprint}
-        return _Setup(train_entries, vectors, mapping, held_out, text)
+    """Label set, label vectors and the record-label mapping, from the knowledge base opened
+    read-only, or for writing when label texts must be embedded."""
+    return read_or_write(
+        lambda read_only: KnowledgeBase(
+            config.db, usable=config.knowledge_statuses, read_only=read_only
+        ),
+        lambda kb: _setup(kb, config, record_labels),
+        what="pretraining",
+    )
 
 
-def _init_distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under ``torchrun``."""
+def _setup(kb: KnowledgeBase, config: PretrainConfig, record_labels: set[str]) -> _Setup:
+    entries = label_entries(kb, vocab=config.vocab, labels=config.labels)
+    unresolved = [e.label for e in entries if e.diagnosis_id is None]
+    if unresolved:
+        log.warning("labels without a diagnosis are left out: %s", ", ".join(unresolved))
+    held = held_out_diagnoses(kb, config.holdout)
+    unique: dict[int, LabelEntry] = {}
+    for entry in entries:
+        if entry.diagnosis_id is not None and entry.diagnosis_id not in held:
+            unique.setdefault(entry.diagnosis_id, entry)
+    candidates = list(unique.values())
+    mapping = target_labels(kb, candidates, record_labels)
+    present = set(mapping.values())
+    train_entries = [e for e in candidates if e.label in present]
+    if not train_entries:
+        raise ValueError("no label of the label set occurs in the data")
+    dropped = len(candidates) - len(train_entries)
+    log.info(
+        "%d training labels (%d without examples in the data left out, %d held out)",
+        len(train_entries),
+        dropped,
+        len(held),
+    )
+    embedder = Embedder(kb, config.text, device=config.device)
+    per_view = [label_matrix(embedder, train_entries, [v]).vectors for v in config.views]
+    vectors = per_view[0] if len(per_view) == 1 else np.stack(per_view, axis=1)
+    held_out = [e.label for e in entries if e.diagnosis_id in held]
+    text = {**embedder.description, "fingerprint": embedder.fingerprint}
+    return _Setup(train_entries, vectors, mapping, held_out, text)
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); under ``torchrun`` joins the process group (NCCL between GPUs,
+    gloo on CPUs) with this rank's GPU as its current device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _device(requested: str | None, rank: int) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
 
 
 def _on_rank0_first(rank: int, make: Callable[[], Any]) -> Any:

@@ -10,12 +10,14 @@ from typing import Annotated
 import typer
 
 from ked.cli import (
+    data_commands,
     demo_command,
     embed_commands,
     inference_commands,
     kb_commands,
     knowledge_commands,
     labels_commands,
+    report_command,
     train_commands,
     vocab_commands,
 )
@@ -38,10 +40,12 @@ app.command("export", rich_help_panel=VECTORS)(embed_commands.export)
 app.add_typer(labels_commands.app, name="labels", rich_help_panel=VECTORS)
 app.command("pretrain", rich_help_panel=TRAINING)(train_commands.pretrain_command)
 app.command("finetune", rich_help_panel=TRAINING)(train_commands.finetune_command)
+app.add_typer(data_commands.app, name="data", rich_help_panel=TRAINING)
 app.command("zeroshot", rich_help_panel=DIAGNOSIS)(inference_commands.zeroshot)
 app.command("encode", rich_help_panel=DIAGNOSIS)(inference_commands.encode)
 app.command("eval", rich_help_panel=DIAGNOSIS)(inference_commands.eval_command)
 app.command("explain", rich_help_panel=DIAGNOSIS)(inference_commands.explain_command)
+app.command("report", rich_help_panel=DIAGNOSIS)(report_command.report)
 
 # Errors that are the user's to fix: shown as one line, exit code 2, the traceback only with
 # -v. Named by module, so that start-up imports none of them: an error can only come from a

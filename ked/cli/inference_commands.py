@@ -13,7 +13,8 @@ from ked.cli.common import RescanOption, open_kb, require_label_source, settings
 if TYPE_CHECKING:
     from encoders.ecg import Manifest
     from encoders.inference.evaluate import EvalOutcome
-    from encoders.inference.zeroshot import LLMProvider
+    from encoders.inference.zeroshot import LabelVectors, LLMProvider, ZeroShotClassifier
+    from kb_store.store import KnowledgeBase
 
 SplitOption = Annotated[str, typer.Option(help="train, val, test or all")]
 
@@ -55,6 +56,7 @@ def zeroshot(
     from encoders.ecg import ECGDataset
     from encoders.inference.zeroshot import ZeroShotClassifier, tidy
     from encoders.training import load_checkpoint
+    from kb_store.connection import read_or_write
 
     require_label_source(vocab, labels)
     if ensemble not in ("vectors", "scores") or out.suffix not in (".csv", ".parquet"):
@@ -62,12 +64,18 @@ def zeroshot(
     llm = _llm(ctx)
     model = load_checkpoint(checkpoint)
     records = _records(data, split, rescan)
-    with open_kb(ctx) as kb:
+
+    def label_side(kb: KnowledgeBase) -> tuple[ZeroShotClassifier, LabelVectors, dict[str, str]]:
         classifier = ZeroShotClassifier(model, kb, llm=llm, device=device)
         vectors = classifier.label_vectors(
             labels=labels or [], vocab=vocab, views=view or model.views
         )
         mapping = target_labels(kb, vectors.entries, record_label_strings(records))
+        return classifier, vectors, mapping
+
+    classifier, vectors, mapping = read_or_write(
+        lambda read_only: open_kb(ctx, read_only=read_only), label_side, what="zero-shot run"
+    )
     names = [e.label for e in vectors.entries]
     dataset = ECGDataset(
         records, evaluation_preprocessing(model.preprocessing), names, mapping.get, cache="memory"

@@ -17,15 +17,22 @@ from ked.cli.text_options import text_encoder_options
 def pretrain_command(
     ctx: typer.Context,
     text: EncoderSpec,
+    out: Annotated[Path, typer.Option(help="run folder (checkpoints, metrics.jsonl)")],
     data: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             help="dataset spec, e.g. ptbxl-array:/data/ptbxl_sample, a path, or 'sample'; repeat "
             "to train on several datasets (a label counts as negative only where a dataset "
             "reports it)"
         ),
-    ],
-    out: Annotated[Path, typer.Option(help="run folder (checkpoints, metrics.jsonl)")],
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="train from a signal store ('ked data build') instead of --data: records stay "
+            "on disk, memory-mapped and shared by every rank and loader worker"
+        ),
+    ] = None,
     vocab: Annotated[str | None, typer.Option(help="label vocabulary, e.g. ptbxl-all")] = None,
     labels: Annotated[
         list[str] | None, typer.Option("--labels", help="labels instead of a vocabulary")
@@ -81,7 +88,8 @@ def pretrain_command(
     The defaults are the recipe behind the README's zero-shot figures.
 
     Multi-GPU or multi-node: launch with torchrun, e.g.
-    ``torchrun --nproc_per_node 4 -m ked pretrain ...``.
+    ``torchrun --nproc_per_node 4 -m ked pretrain --store DIR ...``; each rank trains on its
+    own LOCAL_RANK GPU.
     """
     from encoders.datasets import rescan_manifests
     from encoders.ecg import Preprocessing
@@ -92,10 +100,13 @@ def pretrain_command(
     require_label_source(vocab, labels)
     if head not in ("cosine", "decoder"):
         raise typer.BadParameter("--head is cosine or decoder")
-    if rescan:
+    if (store is None) == (not data):
+        raise typer.BadParameter("give exactly one of --data and --store")
+    if rescan and data:
         rescan_manifests(data)
     config = PretrainConfig(
-        data=tuple(data),
+        data=tuple(data or ()),
+        store=store,
         out=out,
         db=settings(ctx).db,
         knowledge_statuses=settings(ctx).knowledge_statuses,
