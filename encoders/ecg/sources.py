@@ -15,6 +15,7 @@ from encoders.ecg.readers import (
     CODE15Source,
     CPSC2018Source,
     ECGSource,
+    MIMICIVECGSource,
     PTBXLArraySource,
     PTBXLHighRateSource,
     PTBXLSource,
@@ -33,12 +34,14 @@ SOURCE_TYPES: dict[str, type[ECGSource]] = {
         CPSC2018Source,
         ChapmanSource,
         CODE15Source,
+        MIMICIVECGSource,
     )
 }
 """Source classes by spec prefix."""
 
 # Most specific layouts first: a CPSC folder also holds .mat files, a PTB-XL folder WFDB records.
 _DETECTION_ORDER: tuple[type[ECGSource], ...] = (
+    MIMICIVECGSource,
     PTBXLSource,
     PTBXLArraySource,
     ChapmanSource,

@@ -145,8 +145,12 @@ def fit(
     *,
     device: torch.device,
     on_step: Callable[[StepInfo], None] | None = None,
+    loss_fn: AlignmentLoss | None = None,
 ) -> FitResult:
-    """Train ``model`` (and a learnable ``bank``) with per-epoch validation and checkpoints."""
+    """Train ``model`` (and a learnable ``bank``) with per-epoch validation and checkpoints.
+
+    ``loss_fn`` defaults to the alignment loss of ``settings``; training items beyond
+    ``(x, mask, targets)`` (e.g. report rows) are passed on to it."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     aligned = Aligned(model, bank).to(device)
     sampler: DistributedSampler[Any] | None = (
@@ -169,7 +173,7 @@ def fit(
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, round(steps * settings.warmup_epochs), steps * settings.epochs
     )
-    loss_fn = AlignmentLoss(settings.loss)
+    loss_fn = (loss_fn or AlignmentLoss(settings.loss)).to(device)
     autocast, scaler = _mixed_precision(device, settings.amp)
     state = _resume(run.out / "last.pt", aligned, optimizer, scheduler) if run.resume else {}
     best = {"epoch": state.get("best_epoch", -1), "auroc": state.get("best_auroc", -math.inf)}
@@ -180,7 +184,7 @@ def fit(
             sampler.set_epoch(epoch)
         trained.train()
         started, seen, losses = time.perf_counter(), 0, []
-        for step, (x, _mask, targets) in enumerate(loader):
+        for step, (x, _mask, targets, *extra) in enumerate(loader):
             if step >= steps:
                 break
             x, targets = x.to(device), targets.to(device)
@@ -188,7 +192,13 @@ def fit(
                 x = settings.augment(x)
             with autocast():
                 out = trained(x)
-                terms = loss_fn(out.logits, out.ecg_embeddings, out.label_embeddings, targets)
+                terms = loss_fn(
+                    out.logits,
+                    out.ecg_embeddings,
+                    out.label_embeddings,
+                    targets,
+                    *(item.to(device) for item in extra),
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["loss"]).backward()
             scaler.unscale_(optimizer)

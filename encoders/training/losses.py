@@ -9,6 +9,10 @@
 
 A NaN target is unknown (the record's dataset never reports that label): both terms leave the
 pair out, instead of counting it as a negative.
+
+- Report term (the reference's report branch, with cached report vectors): the same
+  contrastive loss between recordings and the distinct reports of the batch, recordings with
+  the same report text being positives together; records without a report take no part.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ class LossWeights:
     bce: float = recipe.BCE_WEIGHT
     contrastive: float = recipe.CONTRASTIVE_WEIGHT
     temperature: float = recipe.TEMPERATURE
+    report: float = 0.0
+    """Weight of the report term (0: trained against label vectors only)."""
 
 
 _UNKNOWN_LOGIT = -1e4
@@ -58,6 +64,19 @@ def contrastive_loss(
     return (to_labels + to_recordings) / 2
 
 
+def report_loss(
+    ecg: torch.Tensor, reports: torch.Tensor, report_ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Contrastive loss between recordings (B, D) and the reports they have (rows of
+    ``reports`` (R, D), -1 for none); recordings that share a report text are positives."""
+    has_report = report_ids >= 0
+    if not has_report.any():
+        return ecg.sum() * 0.0
+    present, which = torch.unique(report_ids[has_report], return_inverse=True)
+    targets = F.one_hot(which, len(present)).to(ecg.dtype)
+    return contrastive_loss(ecg[has_report], reports[present], targets, temperature)
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate a tensor over DDP ranks, keeping this rank's gradient (open_clip style)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -69,9 +88,18 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class AlignmentLoss(torch.nn.Module):
-    def __init__(self, weights: LossWeights = LossWeights()) -> None:
+    """Label terms, plus the report term when built with report vectors (R, D)."""
+
+    reports: torch.Tensor | None
+
+    def __init__(
+        self, weights: LossWeights = LossWeights(), reports: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
+        if weights.report > 0 and reports is None:
+            raise ValueError("a report weight needs the report vectors")
         self.weights = weights
+        self.register_buffer("reports", None if reports is None else reports.detach().float())
 
     def forward(
         self,
@@ -79,8 +107,10 @@ class AlignmentLoss(torch.nn.Module):
         ecg: torch.Tensor,
         labels: torch.Tensor,
         targets: torch.Tensor,
+        report_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``{"loss", "bce", "contrastive"}`` for one batch."""
+        """``{"loss", "bce", "contrastive", "report"}`` for one batch; ``report_ids`` (B,) are
+        the rows of the report vectors of the batch's recordings (-1: no report)."""
         known = ~torch.isnan(targets)
         bce = (
             F.binary_cross_entropy_with_logits(logits.float()[known], targets[known])
@@ -97,5 +127,25 @@ class AlignmentLoss(torch.nn.Module):
             if self.weights.contrastive > 0
             else bce.new_zeros(())
         )
-        loss = self.weights.bce * bce + self.weights.contrastive * contrastive
-        return {"loss": loss, "bce": bce.detach(), "contrastive": contrastive.detach()}
+        report = self._report(ecg, report_ids) if self.weights.report > 0 else bce.new_zeros(())
+        loss = (
+            self.weights.bce * bce
+            + self.weights.contrastive * contrastive
+            + self.weights.report * report
+        )
+        return {
+            "loss": loss,
+            "bce": bce.detach(),
+            "contrastive": contrastive.detach(),
+            "report": report.detach(),
+        }
+
+    def _report(self, ecg: torch.Tensor, report_ids: torch.Tensor | None) -> torch.Tensor:
+        if self.reports is None or report_ids is None:
+            raise ValueError("the report term needs report vectors and each recording's report_ids")
+        return report_loss(
+            gather_with_grad(ecg.float()),
+            self.reports,
+            gather_with_grad(report_ids),
+            self.weights.temperature,
+        )

@@ -39,6 +39,12 @@ from encoders.text.device import process_device
 from encoders.training import recipe
 from encoders.training.augment import Augmentation
 from encoders.training.loop import LabelBank, LoopSettings, Run, StepInfo, fit
+from encoders.training.report_targets import (
+    Targets,
+    loss_weights_for,
+    prepare_report_targets,
+    with_reports,
+)
 from kb_store.connection import read_or_write
 from kb_store.store import KnowledgeBase
 from ked.config import DEFAULT_USABLE_STATUSES
@@ -73,6 +79,7 @@ class PretrainConfig:
     split_seed: int = 0
     device: str | None = None
     resume: bool = False
+    targets: Targets = recipe.TARGETS  # type: ignore[assignment]  # labels, reports or both
     store: Path | None = None
     knowledge_statuses: tuple[str, ...] = DEFAULT_USABLE_STATUSES  # see ked.config
 
@@ -121,6 +128,13 @@ def pretrain(
         manifest = _on_rank0_first(
             rank, lambda: open_manifests(specs, split_seed=config.split_seed)
         )
+    reports = (
+        _broadcast(
+            rank, lambda: prepare_report_targets(config.db, config.text, config.device, manifest)
+        )
+        if config.targets != "labels"
+        else None
+    )
     setup = _broadcast(rank, lambda: _prepare(config, record_label_strings(manifest)))
     labels = [e.label for e in setup.entries]
     data = datasets(manifest, labels, setup.mapping, config.preprocessing, store=store)
@@ -142,16 +156,19 @@ def pretrain(
         resume=config.resume,
     )
     bank = LabelBank(vectors)
+    loop = loss_weights_for(config.targets, config.loop)
+    train, loss = with_reports(model, data["train"], reports, loop)
     try:
         result = fit(
             model,
             bank,
-            data["train"],
+            train,
             data["val"],
-            config.loop,
+            loop,
             run,
             device=device,
             on_step=on_step,
+            loss_fn=loss,
         )
     finally:
         if world > 1:

@@ -23,3 +23,9 @@ WARMUP_EPOCHS = 1.0
 BCE_WEIGHT = 1.0
 CONTRASTIVE_WEIGHT = 1.0
 TEMPERATURE = 0.1
+TARGET_CHOICES: tuple[str, ...] = ("labels", "reports", "both")
+TARGETS = "labels"
+"""What pretraining aligns recordings with: ``labels`` (label vectors), ``reports`` (the vectors
+of each record's report text, where the dataset has reports) or ``both``."""
+REPORT_WEIGHT = 1.0
+"""Weight of the report term when training against reports."""

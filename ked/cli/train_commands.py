@@ -74,6 +74,13 @@ def pretrain_command(
     temperature: Annotated[
         float, typer.Option(help="contrastive temperature")
     ] = recipe.TEMPERATURE,
+    targets: Annotated[
+        str,
+        typer.Option(
+            help="align recordings with label vectors, with the vectors of their report texts "
+            "(datasets with machine reports, e.g. mimic-iv-ecg), or both: labels, reports, both"
+        ),
+    ] = recipe.TARGETS,
     workers: Annotated[int, typer.Option(min=0, help="data-loader worker processes")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str | None, typer.Option(help="cuda, cpu (default: best available)")] = None,
@@ -100,6 +107,8 @@ def pretrain_command(
     require_label_source(vocab, labels)
     if head not in ("cosine", "decoder"):
         raise typer.BadParameter("--head is cosine or decoder")
+    if targets not in recipe.TARGET_CHOICES:
+        raise typer.BadParameter(f"--targets is one of {', '.join(recipe.TARGET_CHOICES)}")
     if (store is None) == (not data):
         raise typer.BadParameter("give exactly one of --data and --store")
     if rescan and data:
@@ -136,6 +145,7 @@ def pretrain_command(
         ),
         device=device,
         resume=resume,
+        targets=targets,  # type: ignore[arg-type]
     )
     with epoch_progress("pretrain", epochs) as on_step:
         result = pretrain(config, on_step=on_step)
