@@ -36,6 +36,10 @@ class UnknownVersionError(KnowledgeBaseError, LookupError):
     """A diagnosis has no knowledge version with that number."""
 
 
+class UnknownDiagnosisError(KnowledgeBaseError, LookupError):
+    """A name that resolves to no diagnosis."""
+
+
 def initial_status(source: Source) -> Status:
     """Curated pack records start accepted; everything else waits for review."""
     return "accepted" if source == "curated" else "proposed"
@@ -182,6 +186,13 @@ class KnowledgeBase:
                     resolved[label] = found.pop() if len(found) == 1 else None
                     break
         return resolved
+
+    def named(self, name: str) -> Diagnosis:
+        """:meth:`resolve`, with a clear error for a name that resolves to no diagnosis."""
+        diagnosis = self.resolve(name)
+        if diagnosis is None:
+            raise UnknownDiagnosisError(f"no diagnosis named {name!r}")
+        return diagnosis
 
     def with_knowledge(self, labels: Sequence[str]) -> set[str]:
         """The labels whose diagnosis has knowledge of any status (generation skips them)."""

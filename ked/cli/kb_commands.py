@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from encoders.text import EncoderSpec
 from ked.cli.common import echo_json, open_kb
+from ked.cli.text_options import text_encoder_options
 from ked.errors import UserError
 
 if TYPE_CHECKING:
@@ -22,15 +24,8 @@ VersionOption = Annotated[int | None, typer.Option(help="knowledge version (defa
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-class UnknownDiagnosisError(UserError, LookupError):
-    """A name that resolves to no diagnosis."""
-
-
-def _diagnosis(kb: KnowledgeBase, name: str) -> Diagnosis:
-    diagnosis = kb.resolve(name)
-    if diagnosis is None:
-        raise UnknownDiagnosisError(f"no diagnosis named {name!r}")
-    return diagnosis
+class NothingToCompareError(UserError, LookupError):
+    """A diagnosis lacks the knowledge a comparison needs."""
 
 
 @app.command("list")
@@ -206,7 +201,7 @@ def _set_status(
     ctx: typer.Context, name: str, status: Status, version: int | None, note: str | None
 ) -> None:
     with open_kb(ctx) as kb:
-        stored = kb.set_status(_diagnosis(kb, name).id, status, version=version, note=note)
+        stored = kb.set_status(kb.named(name).id, status, version=version, note=note)
         usable = kb.usable(stored.diagnosis.id)
     now_used = f"v{usable.version}" if usable else "no knowledge"
     typer.echo(
@@ -252,7 +247,7 @@ def check(
 
     with open_kb(ctx, read_only=True) as kb:
         if names:
-            versions = [_latest_llm(kb, _diagnosis(kb, name)) for name in names]
+            versions = [_latest_llm(kb, kb.named(name)) for name in names]
         else:
             versions = [s for s in kb.by_status("proposed") if s.provenance.source == "llm"]
         checks = check_stored(kb, versions, load_pack())
@@ -287,7 +282,7 @@ def check(
 def _latest_llm(kb: KnowledgeBase, diagnosis: Diagnosis) -> StoredKnowledge:
     llm = [s for s in kb.history(diagnosis.id) if s.provenance.source == "llm"]
     if not llm:
-        raise UnknownDiagnosisError(f"{diagnosis.name!r} has no LLM knowledge to check")
+        raise NothingToCompareError(f"{diagnosis.name!r} has no LLM knowledge to check")
     return llm[-1]
 
 
@@ -307,10 +302,10 @@ def diff(
     from knowledge.diff import diff_records
 
     with open_kb(ctx, read_only=True) as kb:
-        diagnosis = _diagnosis(kb, name)
+        diagnosis = kb.named(name)
         new = kb.version(diagnosis.id, to_version)
         if from_version is None and new.version == 1:
-            raise UnknownDiagnosisError(f"{diagnosis.name!r} has no version before v1 to compare")
+            raise NothingToCompareError(f"{diagnosis.name!r} has no version before v1 to compare")
         old = kb.version(diagnosis.id, new.version - 1 if from_version is None else from_version)
     changes = diff_records(old.record, new.record)
     if as_json:
@@ -330,3 +325,77 @@ def diff(
     for change in changes:
         typer.echo(f"  {change.describe()}")
     typer.echo(f"{len(changes)} changes")
+
+
+@app.command()
+@text_encoder_options()
+def drift(
+    ctx: typer.Context,
+    text: EncoderSpec,
+    names: Annotated[list[str] | None, typer.Argument(help="diagnoses to compare")] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="every diagnosis with more than one version")
+    ] = False,
+    from_version: Annotated[
+        int | None, typer.Option("--from", help="old version (default: the one before --to)")
+    ] = None,
+    to_version: Annotated[
+        int | None, typer.Option("--to", help="new version (default: the latest)")
+    ] = None,
+    view: Annotated[list[str] | None, typer.Option(help="views (default: every view)")] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="also score zero-shot with it (its own text encoder is used)"),
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="with --checkpoint: evaluation dataset")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="with --data: split (default test, else val, else all)")
+    ] = None,
+    device: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """How far label vectors moved between knowledge versions, per view, and with a checkpoint
+    and data, what it did to per-label zero-shot AUROC."""
+    from encoders.datasets import open_manifest
+    from encoders.evaluation.drift import auroc_drift, vector_drift, version_pairs
+    from encoders.inference.zeroshot import ZeroShotClassifier
+    from encoders.models.checkpoint import load_checkpoint
+    from encoders.text import Embedder
+    from knowledge.views import VIEWS
+
+    if bool(names) == every:
+        raise typer.BadParameter("give diagnosis names or --all, not both")
+    if (checkpoint is None) != (data is None):
+        raise typer.BadParameter("--checkpoint and --data go together")
+    views = view or list(VIEWS)
+    with open_kb(ctx) as kb:
+        pairs = version_pairs(kb, names or [], from_version=from_version, to_version=to_version)
+        classifier = (
+            ZeroShotClassifier(load_checkpoint(checkpoint), kb, device=device)
+            if checkpoint is not None
+            else None
+        )
+        embedder = classifier.embedder if classifier else Embedder(kb, text, device=device)
+        moved = vector_drift(embedder, pairs, views)
+        aurocs = (
+            auroc_drift(classifier, open_manifest(data), pairs, views, split)
+            if classifier is not None and data is not None
+            else []
+        )
+    if as_json:
+        echo_json({"vectors": [asdict(d) for d in moved], "auroc": [asdict(a) for a in aurocs]})
+        return
+    typer.echo(f"{'diagnosis':<50}  {'view':<12}  versions  cosine  text")
+    for d in moved:
+        versions = f"v{d.old_version}->v{d.new_version}"
+        changed = "changed" if d.text_changed else "same"
+        typer.echo(f"{d.diagnosis:<50}  {d.view:<12}  {versions:<8}  {d.cosine:6.4f}  {changed}")
+    if aurocs:
+        typer.echo(f"\nzero-shot AUROC on {data} ({'+'.join(views)}):")
+        for a in aurocs:
+            old = "-" if a.old_auroc is None else f"{a.old_auroc:.3f}"
+            new = "-" if a.new_auroc is None else f"{a.new_auroc:.3f}"
+            typer.echo(
+                f"{a.diagnosis:<50}  v{a.old_version} {old}  v{a.new_version} {new}  "
+                f"({a.positives} positive, {a.negatives} negative)"
+            )
