@@ -68,6 +68,10 @@ def test_diagnosis_page_has_provenance_every_version_and_the_diff(inputs: Report
     for change in changes:
         assert f"<code>{change.path}</code>" in html
     assert 'id="v1"' in html and 'id="v2"' in html and "60–170" in html
+    # the curated version is accepted and used; the edit waits for review
+    assert (first.status, second.status, page.usable) == ("accepted", "proposed", 1)
+    statuses = re.findall(r'<td><span class="status">(\w+)</span>( \(used\))?</td>', html)
+    assert statuses == [("proposed", ""), ("accepted", " (used)")]
     assert first.provenance.pack_version and first.provenance.pack_version in html
     assert first.content_sha256 in html and second.content_sha256 in html
     index = (inputs.site / "index.html").read_text(encoding="utf-8")

@@ -35,6 +35,7 @@ class DiagnosisPage:
     diagnosis: Diagnosis
     aliases: list[tuple[str, str]]  # (alias, kind)
     versions: list[VersionView]
+    usable: int | None  # the version that feeds embeddings, training and zero-shot, if any
 
     @property
     def href(self) -> str:
@@ -68,12 +69,18 @@ def _versions(history: Sequence[StoredKnowledge]) -> list[VersionView]:
 
 
 def diagnosis_pages(kb: KnowledgeBase) -> list[DiagnosisPage]:
-    """A page for every diagnosis with knowledge, by name (one query for all versions)."""
+    """A page for every diagnosis with knowledge of any status, by name."""
     history: dict[int, list[StoredKnowledge]] = defaultdict(list)
     for stored in kb.all_knowledge(all_versions=True):  # by name, then version
         history[stored.diagnosis.id].append(stored)
+    usable = {stored.diagnosis.id: stored.version for stored in kb.all_usable()}
     return [
-        DiagnosisPage(versions[0].diagnosis, kb.aliases(diagnosis_id), _versions(versions))
+        DiagnosisPage(
+            versions[0].diagnosis,
+            kb.aliases(diagnosis_id),
+            _versions(versions),
+            usable.get(diagnosis_id),
+        )
         for diagnosis_id, versions in history.items()
     ]
 
