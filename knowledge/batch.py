@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kb_store.store import KnowledgeBase
-from knowledge.batch_collect import FINISHED, batch_client, collected_outcomes
+from knowledge.batch_collect import collected_outcomes
 from knowledge.batch_files import (
     ENDPOINT,
     BatchFileError,
@@ -31,6 +31,7 @@ from knowledge.batch_files import (
     request_line,
     write_batch,
 )
+from knowledge.batch_server import FINISHED, BatchServer, batch_client, retrieve
 from knowledge.generate import check_labels, first_occurrences
 from knowledge.llm import LLMSettings, chat_messages, chat_request, server_name
 from knowledge.llm_errors import OutputMode
@@ -64,6 +65,7 @@ class RepairPlan:
     repairs: list[str]  # labels whose invalid answer is sent back with its errors
     resent: list[str]  # labels whose request is sent again (never answered)
     given_up: list[str]  # invalid after the last repair allowed (max_repairs)
+    not_retried: list[str]  # refused, or rejected by the server: sending again won't help
     not_collected: list[str]  # no collected outcome yet: collect first
 
 
@@ -109,33 +111,26 @@ def prepare_batch(
     return Prepared(write_batch(requests, settings, prompts, mode, lines), skipped, duplicates)
 
 
-async def submit_batch(
-    requests: Path,
-    base_url: str | None,
-    api_key: str | None,
-    *,
-    timeout_s: float = 60.0,
-    max_retries: int = 2,
-) -> SubmittedBatch:
+async def submit_batch(requests: Path, server: BatchServer) -> SubmittedBatch:
     """Upload the request file and create a batch from it.
 
     A file is submitted once; again only after its batch failed (nothing of it ran). The
     upload is remembered before the batch is created, so a rerun after a crash in between
-    does not upload twice.
+    neither uploads twice nor creates a second batch from the upload (it finds the first
+    among the server's batches).
     """
     state = load_state(requests)
     state.check_requests()
-    llm = state.llm_settings(base_url, timeout_s=timeout_s, max_retries=max_retries)
-    async with batch_client(llm, api_key) as client:
+    async with batch_client(server) as client:
         if state.batches:
             latest = state.batches[-1]
-            latest.status = (await client.batches.retrieve(latest.id)).status
-            state.save()
+            await retrieve(client, state, latest)
             if latest.status != "failed":
                 raise BatchFileError(
                     f"{requests} was submitted as batch {latest.id} ({latest.status}); collect "
                     "it, and send what is missing with 'ked knowledge batch repair'"
                 )
+        batch = None
         if state.uploaded_file_id is None:
             upload = await client.files.create(
                 file=(requests.name, requests.read_bytes(), "application/jsonl"), purpose="batch"
@@ -143,13 +138,22 @@ async def submit_batch(
             state.uploaded_file_id = upload.id
             state.save()
             log.info("uploaded %s as %s", requests, upload.id)
-        batch = await client.batches.create(
-            input_file_id=state.uploaded_file_id,
-            endpoint=ENDPOINT,
-            completion_window=COMPLETION_WINDOW,
-            metadata={"ked_requests": requests.name, "ked_sha256": state.requests_sha256[:16]},
-        )
-    submitted = SubmittedBatch(batch.id, batch.input_file_id, server_name(base_url), batch.status)
+        else:  # uploaded by a run that stopped: did it create the batch too?
+            async for listed in client.batches.list(limit=100):
+                if listed.input_file_id == state.uploaded_file_id:
+                    batch = listed
+                    log.info("batch %s was created before the last run stopped", batch.id)
+                    break
+        if batch is None:
+            batch = await client.batches.create(
+                input_file_id=state.uploaded_file_id,
+                endpoint=ENDPOINT,
+                completion_window=COMPLETION_WINDOW,
+                metadata={"ked_requests": requests.name, "ked_sha256": state.requests_sha256[:16]},
+            )
+    submitted = SubmittedBatch(
+        batch.id, batch.input_file_id, server_name(server.base_url), batch.status
+    )
     state.batches.append(submitted)
     state.uploaded_file_id = None
     state.save()
@@ -158,24 +162,12 @@ async def submit_batch(
 
 
 async def batch_status(
-    requests: Path,
-    base_url: str | None,
-    api_key: str | None,
-    *,
-    batch_id: str | None = None,
-    timeout_s: float = 60.0,
-    max_retries: int = 2,
+    requests: Path, server: BatchServer, batch_id: str | None = None
 ) -> BatchStatus:
     """The server's word on a batch of this file (the latest by default); kept in the state."""
     state = load_state(requests)
-    submitted = state.batch(batch_id)
-    llm = state.llm_settings(base_url, timeout_s=timeout_s, max_retries=max_retries)
-    async with batch_client(llm, api_key) as client:
-        batch = await client.batches.retrieve(submitted.id)
-    submitted.status = batch.status
-    submitted.output_file_id = batch.output_file_id
-    submitted.error_file_id = batch.error_file_id
-    state.save()
+    async with batch_client(server) as client:
+        batch = await retrieve(client, state, state.batch(batch_id))
     counts = batch.request_counts
     errors = [f"{e.code}: {e.message}" for e in (getattr(batch.errors, "data", None) or [])]
     return BatchStatus(
@@ -202,7 +194,7 @@ def prepare_repair(kb: KnowledgeBase, requests: Path, out: Path) -> RepairPlan:
     mode = OutputMode(state.output_mode)
     answers: dict[int, dict[str, str | None]] = {}
     lines: list[tuple[BatchItem, str]] = []
-    plan = RepairPlan(None, [], [], [], [])
+    plan = RepairPlan(None, [], [], [], [], [])
     for item in state.items:
         outcome = outcomes.get(item.custom_id)
         if outcome is None:
@@ -211,6 +203,8 @@ def prepare_repair(kb: KnowledgeBase, requests: Path, out: Path) -> RepairPlan:
             cid, line = request_line(item.label, bodies[item.custom_id])
             lines.append((BatchItem(cid, item.label, item.context, item.attempt), line))
             plan.resent.append(item.label)
+        elif outcome["status"] == "failed":
+            plan.not_retried.append(item.label)
         elif outcome["status"] == "invalid" and item.attempt > llm.max_repairs:
             plan.given_up.append(item.label)
         elif outcome["status"] == "invalid":
@@ -232,8 +226,7 @@ def prepare_repair(kb: KnowledgeBase, requests: Path, out: Path) -> RepairPlan:
             plan.repairs.append(item.label)
     if not lines:
         return plan
-    state_out = write_batch(out, llm, prompts, mode, lines)
-    return RepairPlan(state_out, plan.repairs, plan.resent, plan.given_up, plan.not_collected)
+    return replace(plan, state=write_batch(out, llm, prompts, mode, lines))
 
 
 def _latest_outcomes(kb: KnowledgeBase, state: BatchState) -> dict[str, dict[str, Any]]:

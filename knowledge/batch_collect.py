@@ -18,40 +18,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
-
-import openai
 
 from kb_store.store import KnowledgeBase
 from ked.errors import UserError
-from knowledge.batch_files import BatchItem, BatchState, SubmittedBatch
+from knowledge.batch_files import BatchItem, BatchState
+from knowledge.batch_server import FINISHED, BatchServer, batch_client, retrieve
 from knowledge.generate import known_names, store_generated
-from knowledge.llm import (
-    Generated,
-    LLMSettings,
-    Rejection,
-    judge_answer,
-    openai_client,
-    server_name,
-)
-from knowledge.llm_errors import OutputMode, connection_cause, error_text
+from knowledge.llm import Generated, LLMSettings, Rejection, judge_answer
+from knowledge.llm_errors import OutputMode
 from knowledge.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
 RUN_KIND = "batch-collect"
-FINISHED = frozenset({"completed", "expired", "cancelled", "failed"})
 _RESEND_STATUS = frozenset({408, 409, 429})  # and 5xx: worth sending again
 _DETAIL_ERRORS = 10
 
 ItemStatus = Literal["stored", "invalid", "unanswered", "failed", "collected"]
-
-
-class BatchServerError(UserError, RuntimeError):
-    """The server could not be reached or refused a files/batches request."""
 
 
 class BatchNotFinishedError(UserError, RuntimeError):
@@ -97,27 +83,6 @@ class _Answered:
     attempt: int = 1
 
 
-@asynccontextmanager
-async def batch_client(
-    settings: LLMSettings, api_key: str | None
-) -> AsyncIterator[openai.AsyncOpenAI]:
-    """A client for files and batches; its errors become one-line :class:`BatchServerError`s
-    (redacted). The SDK's own retries apply: these calls never carry a response format."""
-    client = openai_client(settings, api_key, max_retries=settings.max_retries)
-    redact = Redactor.for_server(settings.base_url, api_key)
-    server = server_name(settings.base_url)
-    try:
-        yield client
-    except openai.APIConnectionError as exc:
-        cause = "timed out" if isinstance(exc, openai.APITimeoutError) else connection_cause(exc)
-        raise BatchServerError(redact(f"cannot reach {server}: {cause}")) from None
-    except openai.APIStatusError as exc:
-        text = " ".join(error_text(exc).split())[:300]
-        raise BatchServerError(redact(f"{server}: HTTP {exc.status_code}: {text}")) from None
-    finally:
-        await client.close()
-
-
 def collected_outcomes(
     kb: KnowledgeBase, batch_ids: Iterable[str]
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -137,22 +102,12 @@ def collected_outcomes(
 
 
 async def collect_batch(
-    kb: KnowledgeBase,
-    state: BatchState,
-    base_url: str | None,
-    api_key: str | None,
-    *,
-    batch_id: str | None = None,
-    timeout_s: float = 60.0,
-    max_retries: int = 2,
+    kb: KnowledgeBase, state: BatchState, server: BatchServer, batch_id: str | None = None
 ) -> CollectSummary:
     """Download a finished batch's answers and store them (see the module docstring)."""
-    submitted = state.batch(batch_id)
-    llm = state.llm_settings(base_url, timeout_s=timeout_s, max_retries=max_retries)
-    async with batch_client(llm, api_key) as client:
-        batch = await client.batches.retrieve(submitted.id)
-        _update(submitted, batch)
-        state.save()
+    llm = server.settings(state)
+    async with batch_client(server) as client:
+        batch = await retrieve(client, state, state.batch(batch_id))
         if batch.status not in FINISHED:
             raise BatchNotFinishedError(
                 f"batch {batch.id} is {batch.status}: collect it when it has finished "
@@ -166,9 +121,9 @@ async def collect_batch(
     done = collected_outcomes(kb, [batch.id])[batch.id]
     summary = CollectSummary(batch.id, batch.status, None)
     summary.outcomes = [
-        ItemOutcome(cid, state.item(cid).label, "collected", detail=f"run {o['run_id']}")  # type: ignore[union-attr]
-        for cid, o in done.items()
-        if state.item(cid) is not None
+        ItemOutcome(item.custom_id, item.label, "collected", detail=f"run {outcome['run_id']}")
+        for item in state.items
+        if (outcome := done.get(item.custom_id)) is not None
     ]
     summary.unknown_ids = sorted(cid for cid in lines if state.item(cid) is None)
     for cid in summary.unknown_ids:
@@ -177,7 +132,7 @@ async def collect_batch(
     if not todo:
         log.info("batch %s: everything was collected before; nothing stored", batch.id)
         return summary
-    judge = _Judge(state, llm, Redactor.for_server(base_url, api_key), batch, submitted)
+    judge = _Judge(state, llm, server.redact, batch)
     known = known_names(kb, [item.label for item in todo])
     answered = [judge(item, lines.get(item.custom_id), known.get(item.label, [])) for item in todo]
     summary.prompt_tokens, summary.completion_tokens = judge.prompt_tokens, judge.completion_tokens
@@ -188,12 +143,6 @@ async def collect_batch(
         summary.outcomes += [_write(kb, llm, state, a, summary.run_id) for a in answered]
         kb.finish_run(summary.run_id, "completed", _run_summary(summary))
     return summary
-
-
-def _update(submitted: SubmittedBatch, batch: Any) -> None:
-    submitted.status = batch.status
-    submitted.output_file_id = batch.output_file_id
-    submitted.error_file_id = batch.error_file_id
 
 
 def _parse_lines(text: str) -> dict[str, dict[str, Any]]:
@@ -218,10 +167,8 @@ class _Judge:
         llm: LLMSettings,
         redact: Redactor,
         batch: Any,
-        submitted: SubmittedBatch,
     ) -> None:
         self.state, self.llm, self.redact, self.batch = state, llm, redact, batch
-        self.submitted = submitted
         self.mode = OutputMode(state.output_mode)
         self.prompt_tokens = self.completion_tokens = 0
 
@@ -238,7 +185,7 @@ class _Judge:
         if not choices:
             failed = ItemOutcome(item.custom_id, item.label, "failed", "invalid_output")
             return _Answered(
-                _with_detail(failed, "the server returned no choices"), attempt=item.attempt
+                replace(failed, detail="the server returned no choices"), attempt=item.attempt
             )
         message, finish = choices[0].get("message") or {}, choices[0].get("finish_reason")
         refusal = message.get("refusal")
@@ -257,7 +204,9 @@ class _Judge:
                 item.custom_id, item.label, "invalid", verdict.kind, errors=verdict.errors
             )
             detail = "; ".join(verdict.errors[:_DETAIL_ERRORS])
-            return _Answered(_with_detail(invalid, detail), raw_response=raw, attempt=item.attempt)
+            return _Answered(
+                replace(invalid, detail=detail), raw_response=raw, attempt=item.attempt
+            )
         params = {
             **self.state.params,
             **self.llm.public_params(),
@@ -293,19 +242,13 @@ class _Judge:
         return ItemOutcome(cid, label, status, kind, self.redact(f"HTTP {code}: {message}"))
 
 
-def _with_detail(outcome: ItemOutcome, detail: str) -> ItemOutcome:
-    return ItemOutcome(
-        outcome.custom_id, outcome.label, outcome.status, outcome.kind, detail, outcome.errors
-    )
-
-
 def _write(
     kb: KnowledgeBase, llm: LLMSettings, state: BatchState, answered: _Answered, run_id: int
 ) -> ItemOutcome:
     outcome = answered.outcome
     if answered.generated is not None:
         result = store_generated(kb, answered.generated, llm, state.prompt_sha256, run_id)
-        return _with_detail(outcome, result.detail)
+        return replace(outcome, detail=result.detail)
     kb.record_failure(
         outcome.label,
         answered.attempt,

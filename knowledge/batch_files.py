@@ -58,6 +58,12 @@ class SubmittedBatch:
     output_file_id: str | None = None
     error_file_id: str | None = None
 
+    def seen(self, batch: Any) -> None:
+        """Keep what the server said of the batch (an ``openai`` ``Batch``)."""
+        self.status = batch.status
+        self.output_file_id = batch.output_file_id
+        self.error_file_id = batch.error_file_id
+
 
 @dataclass
 class BatchState:

@@ -289,11 +289,12 @@ def record_params(
 
 
 def openai_client(
-    settings: LLMSettings, api_key: str | None, *, max_retries: int = 0
+    base_url: str | None, api_key: str | None, *, timeout_s: float, max_retries: int = 0
 ) -> openai.AsyncOpenAI:
-    """An ``AsyncOpenAI`` client for the server of ``settings``: credentials in the URL become
-    basic auth and its query the default query; the key is optional (local servers)."""
-    address = split_base_url(settings.base_url)
+    """An ``AsyncOpenAI`` client for ``base_url`` (the OpenAI API when None): credentials in
+    the URL become basic auth and its query the default query; the key is optional (local
+    servers)."""
+    address = split_base_url(base_url)
     return openai.AsyncOpenAI(
         api_key=api_key or "not-needed",
         base_url=address.url,
@@ -301,7 +302,7 @@ def openai_client(
         http_client=(
             openai.DefaultAsyncHttpxClient(auth=address.basic_auth) if address.basic_auth else None
         ),
-        timeout=settings.timeout_s,
+        timeout=timeout_s,
         max_retries=max_retries,
     )
 
@@ -340,7 +341,7 @@ class KnowledgeClient:
         # jittered exponential backoff that tests can shrink, a hook that counts and logs
         # retries (redacted), and one concurrency slot per request and its retries. Only
         # Retry-After, which the SDK does not expose, is read by hand (retry_after_s).
-        self._client = openai_client(settings, api_key)
+        self._client = openai_client(settings.base_url, api_key, timeout_s=settings.timeout_s)
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._backoff = wait_random_exponential(
             multiplier=settings.backoff_s, max=settings.retry_max_wait_s

@@ -8,17 +8,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from kb_store.store import KnowledgeBase
-from knowledge.batch import batch_status, prepare_batch, prepare_repair, submit_batch
-from knowledge.batch_collect import (
-    BatchNotFinishedError,
-    BatchServerError,
-    CollectSummary,
-    collect_batch,
+from knowledge.batch import (
+    batch_status,
+    prepare_batch,
+    prepare_repair,
+    submit_batch,
+    vocabulary_labels,
 )
+from knowledge.batch_collect import BatchNotFinishedError, CollectSummary, collect_batch
 from knowledge.batch_files import BatchFileError, load_state, state_path
+from knowledge.batch_server import BatchServer, BatchServerError
 from knowledge.generate import generate_knowledge
 from knowledge.llm import KnowledgeClient, LLMSettings
 from tests.support.cli import run_ked
@@ -59,12 +62,16 @@ def prepare(kb: KnowledgeBase, tmp_path: Path, labels: list[str], name: str = "b
     return requests
 
 
+def to(server: LoopbackOpenAI) -> BatchServer:
+    return BatchServer(server.base_url, SECRET, timeout_s=5.0)
+
+
 def submit(requests: Path, server: LoopbackOpenAI) -> str:
-    return asyncio.run(submit_batch(requests, server.base_url, SECRET)).id
+    return asyncio.run(submit_batch(requests, to(server))).id
 
 
 def collect(kb: KnowledgeBase, requests: Path, server: LoopbackOpenAI) -> CollectSummary:
-    return asyncio.run(collect_batch(kb, load_state(requests), server.base_url, SECRET))
+    return asyncio.run(collect_batch(kb, load_state(requests), to(server)))
 
 
 def statuses(summary: CollectSummary) -> dict[str, tuple[str, str]]:
@@ -123,11 +130,11 @@ def test_round_trip_stores_with_batch_provenance_and_collects_once(
         server.batch_plan = BatchPlan(polls=2)  # status, then collect
         requests = prepare(kb, tmp_path, ["test a", "test b"])
         batch_id = submit(requests, server)
-        running = asyncio.run(batch_status(requests, server.base_url, SECRET))
+        running = asyncio.run(batch_status(requests, to(server)))
         assert (running.status, running.finished) == ("in_progress", False)
         with pytest.raises(BatchNotFinishedError, match="in_progress"):
             collect(kb, requests, server)
-        done = asyncio.run(batch_status(requests, server.base_url, SECRET))
+        done = asyncio.run(batch_status(requests, to(server)))
         assert (done.status, done.total, done.completed, done.failed) == ("completed", 2, 2, 0)
         first = collect(kb, requests, server)
         stored = counts(kb)
@@ -184,7 +191,8 @@ def test_invalid_answers_and_error_lines_are_recorded_then_repaired(
     assert failures["bad request"].message == "HTTP 400: invalid messages"
     assert failures["bad refusal"].message == "the model refused: I cannot help with that"
     assert plan.repairs == ["bad json", "bad schema", "bad subject"]
-    assert plan.resent == ["bad server"] and plan.given_up == plan.not_collected == []
+    assert plan.resent == ["bad server"] and plan.not_retried == ["bad request", "bad refusal"]
+    assert plan.given_up == plan.not_collected == []
     messages = repair_requests["bad subject"].body["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[2]["content"] == json.dumps(valid_record("test other"))
@@ -223,13 +231,11 @@ def test_failed_batch_records_every_request_and_may_be_submitted_again(
         requests = prepare(kb, tmp_path, ["test a", "test b"])
         failed_id = submit(requests, server)
         failed = collect(kb, requests, server)
-        status = asyncio.run(batch_status(requests, server.base_url, SECRET))
+        status = asyncio.run(batch_status(requests, to(server)))
         server.batch_plan = BatchPlan()
         retried_id = submit(requests, server)
         stored = collect(kb, requests, server)
-        again = asyncio.run(
-            collect_batch(kb, load_state(requests), server.base_url, SECRET, batch_id=failed_id)
-        )
+        again = asyncio.run(collect_batch(kb, load_state(requests), to(server), failed_id))
         failures = kb.failures(failed.run_id)
     assert statuses(failed) == {
         "test a": ("unanswered", "batch_failed"),
@@ -274,7 +280,7 @@ def test_damaged_files_and_unreachable_servers_are_clear_errors(
     with KnowledgeBase(db_path) as kb:
         requests = prepare(kb, tmp_path, ["test a"], name="c")
     with pytest.raises(BatchServerError, match=r"cannot reach .*: connection refused"):
-        asyncio.run(submit_batch(requests, base_url, SECRET, max_retries=0))
+        asyncio.run(submit_batch(requests, BatchServer(base_url, SECRET, max_retries=0)))
     assert load_state(requests).batches == []
 
 
@@ -320,6 +326,46 @@ def test_batch_commands_round_trip(
     assert "stored 1, invalid 1, unanswered 0, failed 0, collected before 0" in lines[2]
     assert "1 of 2 requests not stored" in collected[2]
     assert again[0] == 0 and "nothing new, 2 requests were collected before" in again[1]
-    assert repaired[0] == 0 and "repairs 1, resent 0" in repaired[1]
+    assert repaired[0] == 0 and "repairs 1, resent 0; left out: given up 0" in repaired[1]
     assert (tmp_path / "b-repair.jsonl").exists()
     assert missing[0] == 2 and "no batch state beside it" in missing[2]
+
+
+def test_submit_after_a_crash_finds_the_batch_it_created(db_path: Path, tmp_path: Path) -> None:
+    """A run that uploaded the file and created the batch, then died before writing the
+    state: the rerun adopts that batch instead of uploading or creating a second one."""
+    with LoopbackOpenAI() as server, KnowledgeBase(db_path) as kb:
+        requests = prepare(kb, tmp_path, ["test a"])
+        state = load_state(requests)
+
+        async def crashed_run() -> str:
+            client = openai.AsyncOpenAI(api_key=SECRET, base_url=server.base_url)
+            async with client:
+                upload = await client.files.create(
+                    file=(requests.name, requests.read_bytes()), purpose="batch"
+                )
+                state.uploaded_file_id = upload.id
+                state.save()  # the state as the run left it
+                created = await client.batches.create(
+                    input_file_id=upload.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                )
+                return created.id
+
+        created_id = asyncio.run(crashed_run())
+        adopted_id = submit(requests, server)
+        summary = collect(kb, requests, server)
+    assert adopted_id == created_id
+    assert len(server.batches) == 1 and len(server.files) == 2  # the input and the output
+    assert [o.status for o in summary.outcomes] == ["stored"]
+
+
+def test_vocabulary_labels_carry_their_description_and_code(db_path: Path, tmp_path: Path) -> None:
+    labels, contexts = vocabulary_labels("ptbxl")
+    assert len(labels) == 71 and contexts["NDT"] == "non-diagnostic T abnormalities; code SCP:NDT"
+    with KnowledgeBase(db_path) as kb:
+        prepare_batch(kb, labels[:1], tmp_path / "v.jsonl", LLM, contexts=contexts)
+    user = jsonl(tmp_path / "v.jsonl")[0]["body"]["messages"][1]["content"]
+    assert "Context from the label vocabulary: non-diagnostic T abnormalities; code SCP:NDT" in user
+    assert load_state(tmp_path / "v.jsonl").items[0].context == contexts["NDT"]

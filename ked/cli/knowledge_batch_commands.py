@@ -12,6 +12,7 @@ from ked.cli.common import open_kb, settings
 
 if TYPE_CHECKING:
     from knowledge.batch_collect import CollectSummary
+    from knowledge.batch_server import BatchServer
 
 app = typer.Typer(
     help="Generate knowledge through the OpenAI Batch API: prepare, submit, status, "
@@ -104,9 +105,7 @@ def submit(
     """Upload the request file and create a batch from it."""
     from knowledge.batch import submit_batch
 
-    config = settings(ctx, base_url=base_url)
-    config.require_provider()
-    batch = asyncio.run(submit_batch(requests, config.base_url, config.api_key, timeout_s=timeout))
+    batch = asyncio.run(submit_batch(requests, _server(ctx, base_url, timeout)))
     typer.echo(f"batch {batch.id}: {batch.status} (input file {batch.input_file_id})")
 
 
@@ -121,10 +120,7 @@ def status(
     """How the batch is doing: its status, request counts and errors."""
     from knowledge.batch import batch_status
 
-    config = settings(ctx, base_url=base_url)
-    found = asyncio.run(
-        batch_status(requests, config.base_url, config.api_key, batch_id=batch, timeout_s=timeout)
-    )
+    found = asyncio.run(batch_status(requests, _server(ctx, base_url, timeout), batch))
     typer.echo(
         f"batch {found.id}: {found.status}; {found.completed} of {found.total} requests "
         f"answered, {found.failed} failed"
@@ -149,14 +145,9 @@ def collect(
     from knowledge.batch_collect import collect_batch
     from knowledge.batch_files import load_state
 
-    config = settings(ctx, base_url=base_url)
-    state = load_state(requests)
+    server, state = _server(ctx, base_url, timeout), load_state(requests)
     with open_kb(ctx) as kb:
-        summary = asyncio.run(
-            collect_batch(
-                kb, state, config.base_url, config.api_key, batch_id=batch, timeout_s=timeout
-            )
-        )
+        summary = asyncio.run(collect_batch(kb, state, server, batch))
     _echo_collected(summary)
     if not summary.ok:
         missing = sum(summary.count(s) for s in ("invalid", "unanswered", "failed"))
@@ -167,6 +158,14 @@ def collect(
             err=True,
         )
         raise typer.Exit(1)
+
+
+def _server(ctx: typer.Context, base_url: str | None, timeout: float) -> BatchServer:
+    from knowledge.batch_server import BatchServer
+
+    config = settings(ctx, base_url=base_url)
+    config.require_provider()
+    return BatchServer(config.base_url, config.api_key, timeout_s=timeout)
 
 
 def _echo_collected(summary: CollectSummary) -> None:
@@ -202,16 +201,16 @@ def repair(
         Path | None, typer.Option(help="the follow-up JSONL (default: <requests>-repair.jsonl)")
     ] = None,
 ) -> None:
-    """Write a follow-up batch: repair turns for invalid answers, and the requests that were
-    never answered again."""
+    """Write a follow-up batch: repair turns for invalid answers, unanswered requests again."""
     from knowledge.batch import prepare_repair
 
     target = out or requests.with_name(f"{requests.stem}-repair.jsonl")
     with open_kb(ctx, read_only=True) as kb:
         plan = prepare_repair(kb, requests, target)
     typer.echo(
-        f"repairs {len(plan.repairs)}, resent {len(plan.resent)}, given up "
-        f"{len(plan.given_up)} (max repairs reached), not collected {len(plan.not_collected)}"
+        f"repairs {len(plan.repairs)}, resent {len(plan.resent)}; left out: given up "
+        f"{len(plan.given_up)} (max repairs reached), not retried {len(plan.not_retried)} "
+        f"(refused or rejected), not collected {len(plan.not_collected)}"
     )
     if plan.state is None:
         typer.echo("nothing to send again")

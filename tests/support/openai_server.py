@@ -9,6 +9,7 @@ chat-completions requests) is answered line by line through the same responder w
 batch is created; a :class:`BatchPlan` makes the batch end ``failed`` (validation errors, no
 output), ``expired`` or ``cancelled`` (only the first lines answered, the rest in the error file as
 ``batch_expired``/``batch_cancelled``), and lets it report ``in_progress`` for a few polls.
+Files: upload (multipart), retrieve, content; batches: create, retrieve, list.
 A reply with a status other than 200 becomes a line of the batch's error file.
 """
 
@@ -288,6 +289,9 @@ class LoopbackOpenAI:
             return 200, self._upload(headers.get("content-type", ""), raw)
         if parts == ["batches"] and method == "POST":
             return await asyncio.to_thread(self._create_batch, json.loads(raw))
+        if parts == ["batches"]:  # the list, newest first, without counting as polls
+            listed = [self._batch_state(b, poll=False) for b in reversed(self.batches.values())]
+            return 200, {"object": "list", "data": listed, "has_more": False}
         if parts[0] == "files" and len(parts) in (2, 3) and parts[1] in self.files:
             name, purpose, content = self.files[parts[1]]
             if len(parts) == 3:
@@ -383,11 +387,16 @@ class LoopbackOpenAI:
                 content = "".join(json.dumps(row) + "\n" for row in rows).encode()
                 batch[key] = self._store_file(f"{batch['id']}_{key}.jsonl", purpose, content)
 
-    def _batch_state(self, batch: _Batch) -> dict[str, Any]:
-        if batch.polls_left:
-            batch.polls_left -= 1
-            return {**batch.data, "status": "in_progress", "output_file_id": None}
-        return batch.data
+    def _batch_state(self, batch: _Batch, *, poll: bool = True) -> dict[str, Any]:
+        if not batch.polls_left:
+            return batch.data
+        batch.polls_left -= poll
+        return {
+            **batch.data,
+            "status": "in_progress",
+            "output_file_id": None,
+            "error_file_id": None,
+        }
 
     async def _reply(self, body: dict[str, Any], headers: dict[str, str], path: str) -> Reply:
         request = self._record(body, headers, path)
