@@ -28,13 +28,12 @@ from knowledge.batch_files import BatchItem, BatchState
 from knowledge.batch_server import FINISHED, BatchServer, batch_client, retrieve
 from knowledge.generate import known_names, store_generated
 from knowledge.llm import Generated, LLMSettings, Rejection, judge_answer
-from knowledge.llm_errors import OutputMode
+from knowledge.llm_errors import OutputMode, transient_status
 from knowledge.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
 RUN_KIND = "batch-collect"
-_RESEND_STATUS = frozenset({408, 409, 429})  # and 5xx: worth sending again
 _DETAIL_ERRORS = 10
 
 ItemStatus = Literal["stored", "invalid", "unanswered", "failed", "collected"]
@@ -238,7 +237,7 @@ class _Judge:
         body = response.get("body") or {}
         message = (body.get("error") or {}).get("message") or json.dumps(body)[:300]
         kind = "server_error" if code >= 500 else f"http_{code}"
-        status: ItemStatus = "unanswered" if code in _RESEND_STATUS or code >= 500 else "failed"
+        status: ItemStatus = "unanswered" if transient_status(code) else "failed"
         return ItemOutcome(cid, label, status, kind, self.redact(f"HTTP {code}: {message}"))
 
 

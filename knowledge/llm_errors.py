@@ -58,13 +58,18 @@ def refuses_format(exc: BaseException, mode: OutputMode) -> bool:
     return exc.status_code >= 500 and "response_format" in text
 
 
+def transient_status(status_code: int) -> bool:
+    """An HTTP status worth retrying: 408, 409, 429 and 5xx."""
+    return status_code in _TRANSIENT_STATUS or status_code >= 500
+
+
 def is_transient(exc: BaseException, mode: OutputMode) -> bool:
     """Worth retrying: connection errors and timeouts, 408/409/429 and 5xx that are not a
     refusal of the response format."""
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         return True
     if isinstance(exc, openai.APIStatusError) and not refuses_format(exc, mode):
-        return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
+        return transient_status(exc.status_code)
     return False
 
 
