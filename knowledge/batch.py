@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import openai
+
 from kb_store.store import KnowledgeBase
 from knowledge.batch_collect import collected_outcomes
 from knowledge.batch_files import (
@@ -139,13 +141,10 @@ async def submit_batch(requests: Path, server: BatchServer) -> SubmittedBatch:
             state.save()
             log.info("uploaded %s as %s", requests, upload.id)
         else:  # uploaded by a run that stopped: did it create the batch too?
-            async for listed in client.batches.list(limit=100):
-                if listed.input_file_id == state.uploaded_file_id:
-                    batch = listed
-                    log.info("batch %s was created before the last run stopped", batch.id)
-                    break
-        if batch is None:
-            batch = await client.batches.create(
+            batch = await _created_from(client, state.uploaded_file_id)
+        if batch is None:  # never retried: after a lost answer a retry would make a second
+            # batch; a rerun of submit finds the first one instead
+            batch = await client.with_options(max_retries=0).batches.create(
                 input_file_id=state.uploaded_file_id,
                 endpoint=ENDPOINT,
                 completion_window=COMPLETION_WINDOW,
@@ -159,6 +158,15 @@ async def submit_batch(requests: Path, server: BatchServer) -> SubmittedBatch:
     state.save()
     log.info("created batch %s from %s", batch.id, requests)
     return submitted
+
+
+async def _created_from(client: openai.AsyncOpenAI, input_file_id: str) -> Any:
+    """The server's batch made from ``input_file_id``, if there is one."""
+    async for batch in client.batches.list(limit=100):
+        if batch.input_file_id == input_file_id:
+            log.info("batch %s was created before the last submit stopped", batch.id)
+            return batch
+    return None
 
 
 async def batch_status(

@@ -356,9 +356,17 @@ def test_submit_after_a_crash_finds_the_batch_it_created(db_path: Path, tmp_path
         created_id = asyncio.run(crashed_run())
         adopted_id = submit(requests, server)
         summary = collect(kb, requests, server)
-    assert adopted_id == created_id
-    assert len(server.batches) == 1 and len(server.files) == 2  # the input and the output
-    assert [o.status for o in summary.outcomes] == ["stored"]
+        assert adopted_id == created_id
+        assert len(server.batches) == 1 and len(server.files) == 2  # the input and the output
+        assert [o.status for o in summary.outcomes] == ["stored"]
+
+        server.batch_plan = BatchPlan(reset_create=True)  # the create answer is lost
+        requests = prepare(kb, tmp_path, ["test b"], name="c")
+        with pytest.raises(BatchServerError, match="cannot reach"):
+            submit(requests, server)
+        server.batch_plan = BatchPlan()
+        adopted_id = submit(requests, server)
+    assert len(server.batches) == 2 and adopted_id == list(server.batches)[-1]
 
 
 def test_vocabulary_labels_carry_their_description_and_code(db_path: Path, tmp_path: Path) -> None:

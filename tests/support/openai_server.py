@@ -70,11 +70,13 @@ class Reply:
 class BatchPlan:
     """How the next batches end. ``answered``: lines answered before an ``expired`` or
     ``cancelled`` batch stopped (``None``: all); ``polls``: retrieves that report
-    ``in_progress`` before the final status."""
+    ``in_progress`` before the final status; ``reset_create``: the batch is created but the
+    answer to the create request is lost."""
 
     status: str = "completed"  # completed, expired, failed or cancelled
     answered: int | None = None
     polls: int = 0
+    reset_create: bool = False  # create the batch, then reset the connection (answer lost)
     errors: list[dict[str, Any]] = field(
         default_factory=lambda: [
             {"code": "invalid_request", "message": "loopback: batch failed", "line": 1}
@@ -246,6 +248,9 @@ class LoopbackOpenAI:
                 raw = await reader.readexactly(int(headers.get("content-length", 0)))
                 extra: dict[str, str] = {}
                 routed = await self._files_and_batches(method, path, headers, raw)
+                if routed is _RESET:
+                    _reset(writer)
+                    return
                 if routed is not None:
                     status, payload = routed
                 elif method == "GET":
@@ -254,11 +259,7 @@ class LoopbackOpenAI:
                     body = json.loads(raw or b"{}")
                     reply = await self._reply(body, headers, path)
                     if reply.reset:
-                        linger = struct.pack("ii", 1, 0)  # close with RST, not FIN
-                        writer.get_extra_info("socket").setsockopt(
-                            socket.SOL_SOCKET, socket.SO_LINGER, linger
-                        )
-                        writer.transport.abort()
+                        _reset(writer)
                         return
                     status, extra, payload = _response(reply, body)
                 binary = isinstance(payload, bytes)
@@ -280,15 +281,17 @@ class LoopbackOpenAI:
 
     async def _files_and_batches(
         self, method: str, path: str, headers: dict[str, str], raw: bytes
-    ) -> tuple[int, Any] | None:
-        """(status, JSON payload or bytes) of a files or batches request; None for others."""
+    ) -> tuple[int, Any] | object | None:
+        """(status, JSON payload or bytes) of a files or batches request, ``_RESET`` to reset
+        the connection instead; None for other requests."""
         parts = path.split("?")[0].strip("/").split("/")[1:]  # without the "v1"
         if not parts or parts[0] not in ("files", "batches"):
             return None
         if parts == ["files"] and method == "POST":
             return 200, self._upload(headers.get("content-type", ""), raw)
         if parts == ["batches"] and method == "POST":
-            return await asyncio.to_thread(self._create_batch, json.loads(raw))
+            created = await asyncio.to_thread(self._create_batch, json.loads(raw))
+            return _RESET if self.batch_plan.reset_create else created
         if parts == ["batches"]:  # the list, newest first, without counting as polls
             listed = [self._batch_state(b, poll=False) for b in reversed(self.batches.values())]
             return 200, {"object": "list", "data": listed, "has_more": False}
@@ -412,6 +415,16 @@ def _response(reply: Reply, body: dict[str, Any]) -> tuple[int, dict[str, str], 
         "error": {"message": reply.error, "type": "loopback", "code": None}
     }
     return reply.status, reply.headers, error
+
+
+_RESET = object()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close the connection with a TCP reset (RST), not an orderly FIN."""
+    linger = struct.pack("ii", 1, 0)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    writer.transport.abort()
 
 
 def _file_object(file_id: str, name: str, purpose: str, content: bytes) -> dict[str, Any]:
