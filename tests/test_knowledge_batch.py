@@ -39,13 +39,15 @@ LLM = LLMSettings(model="loopback-model", max_repairs=1)
 
 
 def bad_answers(request: Request) -> Reply:
-    """Per label: malformed JSON, a schema-invalid record, another diagnosis, a server error,
-    a rejected request, a refusal; valid answers otherwise and for every repair."""
+    """Per label: malformed JSON (echoing the key), a schema-invalid record, another
+    diagnosis, an answer cut off at max_tokens, a server error, a rejected request, a refusal;
+    valid answers otherwise and for every repair."""
     if request.nth > 1 or not request.label.startswith("bad "):
         return answer(request.label)
     record = valid_record(request.label)
     replies = {
-        "bad json": Reply(content='{"name": "bad json", "category": '),
+        "bad json": Reply(content=f'{{"name": "bad json", "key": "{SECRET}", "category": '),
+        "bad cut": Reply(content='{"name": "bad cut", "summ', finish_reason="length"),
         "bad schema": Reply(content=json.dumps({**record, "category": "astrology"})),
         "bad subject": Reply(content=json.dumps(valid_record("test other"))),
         "bad server": Reply(503, error="overloaded"),
@@ -164,7 +166,7 @@ def test_invalid_answers_and_error_lines_are_recorded_then_repaired(
     """A completed batch with an error file and invalid answers: each request gets its reason;
     the repair batch sends the online path's repair turn for invalid answers and the request
     again for those the server failed; collecting it stores them as first repairs."""
-    labels = ["test ok", "bad json", "bad schema", "bad subject"]
+    labels = ["test ok", "bad json", "bad schema", "bad subject", "bad cut"]
     labels += ["bad server", "bad request", "bad refusal"]
     with LoopbackOpenAI(bad_answers) as server, KnowledgeBase(db_path) as kb:
         requests = prepare(kb, tmp_path, labels)
@@ -181,16 +183,19 @@ def test_invalid_answers_and_error_lines_are_recorded_then_repaired(
         "bad json": ("invalid", "invalid_output"),
         "bad schema": ("invalid", "invalid_output"),
         "bad subject": ("invalid", "wrong_diagnosis"),
+        "bad cut": ("invalid", "truncated"),
         "bad server": ("unanswered", "server_error"),
         "bad request": ("failed", "http_400"),
         "bad refusal": ("failed", "refusal"),
     }
     assert not first.ok
     assert "category" in failures["bad schema"].message
+    assert SECRET not in failures["bad json"].raw_response  # type: ignore[operator]
+    assert "[redacted]" in failures["bad json"].raw_response  # type: ignore[operator]
     assert failures["bad subject"].raw_response == json.dumps(valid_record("test other"))
     assert failures["bad request"].message == "HTTP 400: invalid messages"
     assert failures["bad refusal"].message == "the model refused: I cannot help with that"
-    assert plan.repairs == ["bad json", "bad schema", "bad subject"]
+    assert plan.repairs == ["bad json", "bad schema", "bad subject", "bad cut"]
     assert plan.resent == ["bad server"] and plan.not_retried == ["bad request", "bad refusal"]
     assert plan.given_up == plan.not_collected == []
     messages = repair_requests["bad subject"].body["messages"]
@@ -198,6 +203,7 @@ def test_invalid_answers_and_error_lines_are_recorded_then_repaired(
     assert messages[2]["content"] == json.dumps(valid_record("test other"))
     assert "not 'bad subject'" in messages[3]["content"]
     assert len(repair_requests["bad server"].body["messages"]) == 2
+    assert "cut off at the 4096-token limit" in repair_requests["bad cut"].last_user_message
     assert statuses(second) == {label: ("stored", "") for label in plan.repairs + plan.resent}
     assert knowledge["bad json"].provenance.params["repairs"] == 1
     assert knowledge["bad server"].provenance.params["repairs"] == 0
