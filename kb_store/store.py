@@ -290,6 +290,19 @@ class KnowledgeBase:
             raise UnknownVersionError(f"{name!r} has {which}")
         return found[0]
 
+    def versions_to_compare(
+        self, diagnosis_id: int, from_version: int | None = None, to_version: int | None = None
+    ) -> tuple[StoredKnowledge, StoredKnowledge]:
+        """(old, new): ``to_version`` (default the latest) and ``from_version`` (default the
+        version before it)."""
+        new = self.version(diagnosis_id, to_version)
+        if from_version is None and new.version == 1:
+            raise UnknownVersionError(
+                f"{new.diagnosis.name!r} has only one knowledge version, nothing to compare"
+            )
+        old = self.version(diagnosis_id, new.version - 1 if from_version is None else from_version)
+        return old, new
+
     def set_status(
         self,
         diagnosis_id: int,

@@ -9,7 +9,7 @@ only one of the records fills are not findings: the curated pack is not exhausti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -17,8 +17,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from kb_store.store import KnowledgeBase, StoredKnowledge
+from ked.errors import UserError
 from knowledge.curated import CuratedPack
 from knowledge.schema import DiagnosisKnowledge, ValueRange
+
+
+class NoLLMKnowledgeError(UserError, LookupError):
+    """A diagnosis to check has no LLM-written version."""
 
 
 class Severity(StrEnum):
@@ -97,6 +102,20 @@ def curated_counterpart(
     if curated:
         return curated[-1].record
     return pack.resolve(kb.diagnosis(diagnosis_id).name) if pack is not None else None
+
+
+def llm_versions_to_check(kb: KnowledgeBase, names: Sequence[str] = ()) -> list[StoredKnowledge]:
+    """The latest LLM version of each named diagnosis; without names every proposed one."""
+    if not names:
+        return [s for s in kb.by_status("proposed") if s.provenance.source == "llm"]
+    versions = []
+    for name in names:
+        diagnosis = kb.named(name)
+        llm = [s for s in kb.history(diagnosis.id) if s.provenance.source == "llm"]
+        if not llm:
+            raise NoLLMKnowledgeError(f"{diagnosis.name!r} has no LLM knowledge to check")
+        versions.append(llm[-1])
+    return versions
 
 
 def check_stored(

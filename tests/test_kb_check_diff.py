@@ -143,7 +143,9 @@ def test_cli_check_and_diff(kb_copy: Path, capsys: pytest.CaptureFixture[str]) -
             "new": "irregularly irregular"} in diff["changes"]  # fmt: skip
 
     code, _, err = run_ked(capsys, *db, "kb", "diff", "sinus rhythm")
-    assert code == 2 and "no version before v1" in err and len(err.strip().splitlines()) == 1
+    assert (
+        code == 2 and "has only one knowledge version" in err and len(err.strip().splitlines()) == 1
+    )
     code, _, err = run_ked(capsys, *db, "kb", "diff", "AFIB", "--from", "7")
     assert code == 2 and "has no version 7" in err
     code, _, err = run_ked(capsys, *db, "kb", "check", "sinus rhythm")

@@ -26,7 +26,7 @@ from encoders.evaluation.bootstrap import BootstrapSettings
 from encoders.evaluation.metrics import evaluate
 from encoders.inference.zeroshot import LabelVectors, ZeroShotClassifier
 from encoders.text import Embedder, label_entries
-from kb_store.store import KnowledgeBase, StoredKnowledge, UnknownVersionError
+from kb_store.store import KnowledgeBase, StoredKnowledge
 from knowledge.views import check_view, render_view
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,7 @@ def version_pairs(
         ids = [kb.named(name).id for name in names]
     else:
         ids = [d.id for d, version, _ in kb.diagnoses() if version and version > 1]
-    pairs = []
-    for diagnosis_id in ids:
-        new = kb.version(diagnosis_id, to_version)
-        if from_version is None and new.version == 1:
-            raise UnknownVersionError(f"{new.diagnosis.name!r} has only one knowledge version")
-        old_version = new.version - 1 if from_version is None else from_version
-        pairs.append(VersionPair(kb.version(diagnosis_id, old_version), new))
-    return pairs
+    return [VersionPair(*kb.versions_to_compare(i, from_version, to_version)) for i in ids]
 
 
 def vector_drift(

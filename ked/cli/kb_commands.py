@@ -12,20 +12,19 @@ import typer
 from encoders.text import EncoderSpec
 from ked.cli.common import echo_json, open_kb
 from ked.cli.text_options import text_encoder_options
-from ked.errors import UserError
 
 if TYPE_CHECKING:
-    from kb_store.store import Diagnosis, KnowledgeBase, Status, StoredKnowledge
+    from kb_store.store import Status
 
 app = typer.Typer(help="Inspect, review, export and import the knowledge base.")
 
 NameArgument = Annotated[str, typer.Argument(help="name, synonym or code")]
 VersionOption = Annotated[int | None, typer.Option(help="knowledge version (default: the latest)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-class NothingToCompareError(UserError, LookupError):
-    """A diagnosis lacks the knowledge a comparison needs."""
+FromOption = Annotated[
+    int | None, typer.Option("--from", help="old version (default: the one before --to)")
+]
+ToOption = Annotated[int | None, typer.Option("--to", help="new version (default: the latest)")]
 
 
 @app.command("list")
@@ -242,15 +241,11 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Compare LLM knowledge with the curated record of the same diagnosis, field by field."""
-    from knowledge.check import Severity, check_stored
+    from knowledge.check import Severity, check_stored, llm_versions_to_check
     from knowledge.curated import load_pack
 
     with open_kb(ctx, read_only=True) as kb:
-        if names:
-            versions = [_latest_llm(kb, kb.named(name)) for name in names]
-        else:
-            versions = [s for s in kb.by_status("proposed") if s.provenance.source == "llm"]
-        checks = check_stored(kb, versions, load_pack())
+        checks = check_stored(kb, llm_versions_to_check(kb, names or []), load_pack())
     if as_json:
         echo_json(
             [
@@ -279,23 +274,12 @@ def check(
     typer.echo(f"{len(checks)} versions checked")
 
 
-def _latest_llm(kb: KnowledgeBase, diagnosis: Diagnosis) -> StoredKnowledge:
-    llm = [s for s in kb.history(diagnosis.id) if s.provenance.source == "llm"]
-    if not llm:
-        raise NothingToCompareError(f"{diagnosis.name!r} has no LLM knowledge to check")
-    return llm[-1]
-
-
 @app.command()
 def diff(
     ctx: typer.Context,
     name: NameArgument,
-    from_version: Annotated[
-        int | None, typer.Option("--from", help="old version (default: the one before --to)")
-    ] = None,
-    to_version: Annotated[
-        int | None, typer.Option("--to", help="new version (default: the latest)")
-    ] = None,
+    from_version: FromOption = None,
+    to_version: ToOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Field-by-field differences between two knowledge versions of a diagnosis."""
@@ -303,10 +287,7 @@ def diff(
 
     with open_kb(ctx, read_only=True) as kb:
         diagnosis = kb.named(name)
-        new = kb.version(diagnosis.id, to_version)
-        if from_version is None and new.version == 1:
-            raise NothingToCompareError(f"{diagnosis.name!r} has no version before v1 to compare")
-        old = kb.version(diagnosis.id, new.version - 1 if from_version is None else from_version)
+        old, new = kb.versions_to_compare(diagnosis.id, from_version, to_version)
     changes = diff_records(old.record, new.record)
     if as_json:
         echo_json(
@@ -336,12 +317,8 @@ def drift(
     every: Annotated[
         bool, typer.Option("--all", help="every diagnosis with more than one version")
     ] = False,
-    from_version: Annotated[
-        int | None, typer.Option("--from", help="old version (default: the one before --to)")
-    ] = None,
-    to_version: Annotated[
-        int | None, typer.Option("--to", help="new version (default: the latest)")
-    ] = None,
+    from_version: FromOption = None,
+    to_version: ToOption = None,
     view: Annotated[list[str] | None, typer.Option(help="views (default: every view)")] = None,
     checkpoint: Annotated[
         Path | None,
