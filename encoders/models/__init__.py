@@ -4,7 +4,8 @@
   (``xresnet1d101``, ``xresnet1d50``, ``xresnet1d34``, ``xresnet1d18``, ``xresnet1d_small``).
 - :class:`Projection`, :class:`LabelAdapter`, :class:`CosineScoringHead`: the contrastive heads.
 - :class:`LabelQueryDecoder`: the reference's label-query decoder (TQN).
-- :func:`load_reference_checkpoint`: ECGFM-KED's released weights in ked's modules.
+- :func:`load_reference_checkpoint`: ECGFM-KED's released weights in ked's modules;
+  :func:`convert_reference` writes them as a ked checkpoint (``ked convert-reference``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from encoders.models.reference_checkpoint import (
     ReferenceModel,
     load_reference_checkpoint,
 )
+from encoders.models.reference_conversion import (
+    ReferenceConversion,
+    ReferenceConversionError,
+    convert_reference,
+    reference_text_encoder,
+)
 from encoders.models.registry import create_ecg_encoder, list_ecg_encoders, register_ecg_encoder
 from encoders.models.xresnet1d import XResNet1d
 
@@ -26,11 +33,15 @@ __all__ = [
     "LabelQueryDecoder",
     "Projection",
     "ReferenceCheckpointError",
+    "ReferenceConversion",
+    "ReferenceConversionError",
     "ReferenceLoadReport",
     "ReferenceModel",
     "XResNet1d",
+    "convert_reference",
     "create_ecg_encoder",
     "list_ecg_encoders",
     "load_reference_checkpoint",
+    "reference_text_encoder",
     "register_ecg_encoder",
 ]

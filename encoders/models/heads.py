@@ -60,7 +60,8 @@ class LabelAdapter(nn.Module):
       training starts exactly from the text encoder's geometry.
     - ``residual=False``: ``mlp(x)``, the reference's form (Linear-GELU-Linear-GELU-Linear for
       ``num_layers=3``); its weights may be loaded from the reference's ``mlp_embed``
-      (see :func:`encoders.models.reference_checkpoint.load_reference_checkpoint`).
+      (see :func:`encoders.models.reference_checkpoint.load_reference_checkpoint`), and
+      ``out_dim`` may differ from ``dim`` (the width of the space labels are scored in).
     """
 
     def __init__(
@@ -71,11 +72,15 @@ class LabelAdapter(nn.Module):
         residual: bool = True,
         num_layers: int = 3,
         hidden_dim: int | None = None,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.enabled = enabled
         self.residual = residual
-        self.mlp = _mlp(dim, hidden_dim or dim, dim, num_layers, 0.0) if enabled else None
+        self.out_dim = (out_dim or dim) if enabled else dim
+        if enabled and residual and self.out_dim != dim:
+            raise ValueError(f"a residual adapter keeps the width {dim}; got out_dim {out_dim}")
+        self.mlp = _mlp(dim, hidden_dim or dim, self.out_dim, num_layers, 0.0) if enabled else None
         if self.mlp is not None:
             for layer in self.mlp:
                 if isinstance(layer, nn.Linear):

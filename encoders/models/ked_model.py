@@ -21,8 +21,13 @@ from encoders.models.heads import CosineScoringHead, LabelAdapter, Projection
 from encoders.models.query_decoder import LabelQueryDecoder
 from encoders.models.registry import create_ecg_encoder
 from encoders.models.xresnet1d import XResNet1d
+from ked.errors import UserError
 
 Head = Literal["cosine", "decoder"]
+
+
+class LabelVectorError(UserError, ValueError):
+    """Label vectors of another width than the text encoder the model was trained with."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,12 @@ class ModelConfig:
     center_labels: bool = False
     head: Head = "cosine"
     decoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    adapter_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label_dim(self) -> int:
+        """Width of the space labels are scored in: the adapter's output, else ``text_dim``."""
+        return (self.adapter_kwargs.get("out_dim") if self.adapter else None) or self.text_dim
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,13 +72,15 @@ class KedModel(nn.Module):
         self.config = config
         self.encoder = cast(XResNet1d, create_ecg_encoder(config.encoder, **config.encoder_kwargs))
         width = self.encoder.out_channels
-        self.projection = Projection(width, config.text_dim, config.projection_hidden)
-        self.adapter = LabelAdapter(config.text_dim, enabled=config.adapter)
+        self.projection = Projection(width, config.label_dim, config.projection_hidden)
+        self.adapter = LabelAdapter(
+            config.text_dim, enabled=config.adapter, **config.adapter_kwargs
+        )
         if config.center_labels:
             self.register_buffer("label_center", torch.zeros(config.text_dim))
         self.head = CosineScoringHead() if config.head == "cosine" else None
         self.decoder = (
-            LabelQueryDecoder(label_dim=config.text_dim, ecg_dim=width, **config.decoder_kwargs)
+            LabelQueryDecoder(label_dim=config.label_dim, ecg_dim=width, **config.decoder_kwargs)
             if config.head == "decoder"
             else None
         )
@@ -94,6 +107,12 @@ class KedModel(nn.Module):
 
     def forward(self, x: torch.Tensor, label_vectors: torch.Tensor) -> ModelOutput:
         """Logits of every label for every recording, and the embeddings behind them."""
+        if label_vectors.shape[-1] != self.config.text_dim:
+            raise LabelVectorError(
+                f"label vectors of dim {label_vectors.shape[-1]} given to a model that scores "
+                f"{self.config.text_dim}-d vectors: embed the labels with the text encoder the "
+                "checkpoint records"
+            )
         features = self.features(x)
         ecg = self.projection(self.encoder.pool(features))
         labels = self.label_space(label_vectors)

@@ -178,6 +178,11 @@ def _read(path: Path) -> dict[str, Any]:
     """``torch.load`` the file safely and check its top-level layout."""
     if not path.is_file():
         raise FileNotFoundError(f"reference checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        raise ReferenceCheckpointError(
+            f"{path}: a safetensors file, not ECGFM-KED's torch.save checkpoint (.pt, .pth); "
+            "a ked checkpoint needs no conversion"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
