@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ked.cli import (
+    convert_command,
     data_commands,
     demo_command,
     embed_commands,
