@@ -195,3 +195,17 @@ def test_consumers_use_only_the_allowed_statuses(
 def cached_texts(db: Path) -> set[str]:
     with KnowledgeBase(db, read_only=True) as kb:
         return {row[0] for row in kb.con.execute("SELECT text FROM texts").fetchall()}
+
+
+@pytest.mark.slow  # imports torch and reads the sample's manifest (about 10 s)
+def test_training_uses_only_the_allowed_statuses(
+    kb_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ked pretrain` resolves the setting too: with only proposed knowledge allowed, the
+    curated diagnoses have none and it stops before training, naming them."""
+    args = ("--db", str(kb_copy), "--use-knowledge", "proposed", "pretrain", "--data", "sample")
+    labels = ("--labels", "sinus rhythm", "--labels", "AFIB", "--out", str(tmp_path / "run"))
+    code, _, err = run_ked(capsys, *args, *labels, "--epochs", "1")
+    assert code == 2
+    assert "no proposed knowledge for 2 labels: sinus rhythm, AFIB" in err
+    assert not (tmp_path / "run").exists()
