@@ -123,6 +123,7 @@ class StatementMapper:
             for kind, p, reason in rows
             if kind == "ignore"
         ]
+        self._matches: dict[str, StatementMatch] = {}
 
     def key(self, text: str) -> str:
         """The canonical lookup key of a label or statement (normalised, spelling rules applied)."""
@@ -133,8 +134,15 @@ class StatementMapper:
 
     def match(self, statement: str) -> StatementMatch:
         """The labels of one statement, why it is ignored (every clause is non-diagnostic), or
-        its unmatched clauses."""
+        its unmatched clauses. Remembered per text: reports repeat the same statements."""
         text = statement.strip()
+        if text not in self._matches:
+            self._matches[text] = self._match(text)
+        return self._matches[text]
+
+    def _match(self, text: str) -> StatementMatch:
+        if not normalize_name(text):
+            return StatementMatch(text, ignored="no words (punctuation only)")
         whole = self._lookup(self.key(text))
         if whole is not None:
             return StatementMatch(text, labels=whole)
@@ -153,8 +161,8 @@ class StatementMapper:
         return StatementMatch(text, tuple(dict.fromkeys(labels)), ignored, tuple(unmatched))
 
     def match_all(self, statements: Iterable[str]) -> list[StatementMatch]:
-        """`match` for each non-blank statement."""
-        return [self.match(s) for s in statements if normalize_name(s)]
+        """`match` for each statement that is not blank."""
+        return [self.match(s) for s in statements if s.strip()]
 
     def coverage(self) -> TableCoverage:
         synonym_labels = {

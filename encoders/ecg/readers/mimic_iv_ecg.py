@@ -17,6 +17,7 @@ patient-level. A record whose files are missing or corrupt is named and skipped.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,17 +91,20 @@ class MIMICIVECGSource(ECGSource):
             path=path or self.measurements,
             table_path=self.measurements,
         )
-        texts = [row[c] for c in REPORT_COLUMNS if c in row.index and isinstance(row[c], str)]
-        return self.mapper.match_all(texts)
+        return self._matches(row[c] for c in self._report_columns)
 
     def reports(self) -> dict[str, str]:
         """Each listed study's report text (from the tables alone; no signal is read)."""
-        listed = set(self.records.index)
-        return {
-            str(record_id): report_text(self.statements(str(record_id)))
-            for record_id in self.reports_table.index
-            if record_id in listed
-        }
+        table = self.reports_table[self.reports_table.index.isin(self.records.index)]
+        rows = table[list(self._report_columns)].itertuples(index=True, name=None)
+        return {str(key): report_text(self._matches(cells)) for key, *cells in rows}
+
+    @property
+    def _report_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in REPORT_COLUMNS if c in self.reports_table.columns)
+
+    def _matches(self, cells: Iterable[object]) -> list[StatementMatch]:
+        return self.mapper.match_all(cell for cell in cells if isinstance(cell, str))
 
     def _read(self, ref: RecordRef) -> ECGRecord:
         row = row_for(self.records, ref.record_id, path=ref.path, table_path=self.record_list)
