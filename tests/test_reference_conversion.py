@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGDataset, open_source, sample_data_dir
 from encoders.inference.zeroshot import ZeroShotClassifier
-from encoders.models import convert_reference
+from encoders.models import LabelAdapter, convert_reference
 from encoders.models.checkpoint import load_checkpoint
 from encoders.models.ked_model import LabelVectorError
 from encoders.text import EncoderSpec
@@ -143,6 +143,8 @@ def test_converted_checkpoint_records_the_reference_setup_and_its_outputs(
     torch.testing.assert_close(output.ecg_embeddings, pooled)
     with pytest.raises(LabelVectorError, match="dim 768 given to a model that scores 384-d"):
         checkpoint.model(x[:1], torch.randn(2, 768))
+    with pytest.raises(ValueError, match="a residual adapter keeps the width 384"):
+        LabelAdapter(384, out_dim=768)
 
 
 def test_cli_conversion_equals_the_api_and_ked_zeroshot_scores_with_it(
@@ -297,6 +299,17 @@ def test_refuses_files_that_are_not_a_usable_reference_checkpoint(
         assert code == 2 and message in _error(err), src
         assert not (tmp_path / src.stem).exists()
     assert not marker.exists()
+
+    bad_settings = {
+        ("--view", "symptoms"): "unknown view 'symptoms'",
+        ("--text-encoder", str(tmp_path / "no_such_model")): "no_such_model' is not a local folder",
+    }
+    for extra, message in bad_settings.items():
+        code, _, err = run_ked(
+            capsys, "convert-reference", str(reference.path), "--out", str(tmp_path / "x"), *extra
+        )
+        assert code == 2 and message in _error(err)
+    assert not (tmp_path / "x").exists()
 
     code, _, err = convert(tmp_path / "partial.pt", "--no-strict")
     assert code == 0 and "not strict: 1 ked keys kept their initial values" in err

@@ -118,8 +118,11 @@ def convert_reference(
     """
     src = Path(src)
     destination = _destination(Path(out), overwrite)
-    for view in views:
-        check_view(view)
+    try:
+        for view in views:
+            check_view(view)
+    except ValueError as exc:
+        raise ReferenceConversionError(str(exc)) from exc
     spec, text_info = _describe_text_encoder(text_encoder or reference_text_encoder())
     loaded = load_reference_checkpoint(src, strict=strict)
     config = _model_config(loaded, src)
