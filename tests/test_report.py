@@ -1,6 +1,8 @@
 """``ked report``: the files of the static HTML site, self-contained, with real inputs.
 
-The same site is opened in a real Chromium by tests/test_report_browser.py.
+The knowledge pages are tested on the curated knowledge base; the whole site (evaluation, label
+space, explanations) on the outputs of real ``ked eval`` and ``ked explain`` runs (slow: it
+pretrains a small model first), which tests/test_report_browser.py also opens in Chromium.
 """
 
 from __future__ import annotations
@@ -13,15 +15,27 @@ from pathlib import Path
 
 import pytest
 
-from encoders.report import ReportInputError, read_evaluation, read_explanations, write_site
+from encoders.report import ReportInputError, Site, read_explanations, write_site
 from encoders.report.knowledge_pages import diagnosis_pages
 from kb_store.store import KnowledgeBase
 from knowledge.diff import diff_records
 from tests.conftest import REPO
 from tests.support.cli import run_ked
-from tests.support.report_inputs import EDITED, ReportInputs, report_inputs
+from tests.support.report_inputs import EDITED, ReportInputs, edit_one_diagnosis, report_inputs
 
+# an attribute that names a scheme or a protocol-relative address: only data: URIs may
 EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:|//)""", re.I)
+PAGES = ("index.html", "label-space.html", "evaluation.html", "explanations.html")
+
+
+@pytest.fixture
+def knowledge_site(kb_copy: Path, tmp_path: Path) -> tuple[Path, Site, list[str]]:
+    """(knowledge base, site, pages heard) of the curated pack with one diagnosis edited."""
+    edit_one_diagnosis(kb_copy)
+    heard: list[str] = []
+    with KnowledgeBase(kb_copy, read_only=True) as kb:
+        site = write_site(tmp_path / "site", kb=kb, on_page=heard.append)
+    return kb_copy, site, heard
 
 
 @pytest.fixture
@@ -33,61 +47,16 @@ def inputs(
     return report_inputs(embedded_kb, tmp_path_factory.mktemp("report"), capsys)
 
 
-def _pages(site: Path) -> list[Path]:
-    return sorted(site.rglob("*.html"))
-
-
-def test_site_has_every_page_and_needs_nothing_from_elsewhere(inputs: ReportInputs) -> None:
-    pages = _pages(inputs.site)
-    names = {p.relative_to(inputs.site).as_posix() for p in pages}
-    assert {"index.html", "label-space.html", "evaluation.html", "explanations.html"} <= names
-    with KnowledgeBase(inputs.db, read_only=True) as kb:
-        expected = {page.href for page in diagnosis_pages(kb)}
-        with_knowledge = {d.name for d, version, _ in kb.diagnoses() if version is not None}
-    assert expected and expected <= names and len(expected) == len(with_knowledge)
-    for page in pages:
+def assert_self_contained(site: Path) -> None:
+    """No script, no address outside the site, images as data: URIs, no temporary files."""
+    for page in sorted(site.rglob("*.html")):
         html = page.read_text(encoding="utf-8")
         assert "<script" not in html.lower(), page
-        for match in EXTERNAL.finditer(html):  # only data: URIs may name a scheme
+        for match in EXTERNAL.finditer(html):
             assert html[match.end() - 5 : match.end()].lower() == "data:", (page, match[0])
         for src in re.findall(r'<img src="([^"]*)"', html):
             assert src.startswith("data:image/png;base64,"), page
-    assert not list(inputs.site.rglob(".*.tmp")), "temporary files left behind"
-
-
-def test_diagnosis_page_has_provenance_every_version_and_the_diff(inputs: ReportInputs) -> None:
-    with KnowledgeBase(inputs.db, read_only=True) as kb:
-        diagnosis = kb.resolve(EDITED)
-        assert diagnosis is not None
-        first, second = kb.history(diagnosis.id)
-        page = next(p for p in diagnosis_pages(kb) if p.diagnosis.id == diagnosis.id)
-    html = (inputs.site / page.href).read_text(encoding="utf-8")
-    changes = diff_records(first.record, second.record)
-    assert {c.path for c in changes} == {"rhythm.rate_bpm", "leads", "caveats"}
-    assert len(re.findall(r'<tr class="(?:added|removed|changed)">', html)) == len(changes)
-    for change in changes:
-        assert f"<code>{change.path}</code>" in html
-    assert 'id="v1"' in html and 'id="v2"' in html and "60–170" in html
-    # the curated version is accepted and used; the edit waits for review
-    assert (first.status, second.status, page.usable) == ("accepted", "proposed", 1)
-    statuses = re.findall(r'<td><span class="status">(\w+)</span>( \(used\))?</td>', html)
-    assert statuses == [("proposed", ""), ("accepted", " (used)")]
-    assert first.provenance.pack_version and first.provenance.pack_version in html
-    assert first.content_sha256 in html and second.content_sha256 in html
-    index = (inputs.site / "index.html").read_text(encoding="utf-8")
-    assert f'href="{page.href}"' in index
-
-
-def test_evaluation_page_shows_report_json_and_the_plots(inputs: ReportInputs) -> None:
-    report = json.loads((inputs.eval / "report.json").read_text())
-    html = (inputs.site / "evaluation.html").read_text(encoding="utf-8")
-    for name, condition in report["conditions"].items():
-        assert f'<tr data-condition="{name}">' in html
-        macro = condition["macro"]["auroc"]
-        assert f'{macro["value"]:.3f}</span> <span class="ci">[{macro["low"]:.3f}' in html
-    first = next(iter(report["conditions"].values()))
-    assert html.count("<tr data-label=") == len(first["labels"]) == report["n_labels"]
-    assert html.count('<img src="data:image/png') == 2  # roc.png and auroc.png
+    assert not list(site.rglob(".*.tmp")), "temporary files left behind"
 
 
 def test_templates_ship_as_declared_package_data() -> None:
@@ -100,36 +69,90 @@ def test_templates_ship_as_declared_package_data() -> None:
     assert {REPO / "encoders" / "report" / "templates" / name for name in names} <= declared
 
 
-def test_bad_inputs_are_one_line_errors_and_write_nothing(
-    inputs: ReportInputs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_knowledge_site_has_a_page_per_diagnosis_and_needs_nothing_else(
+    knowledge_site: tuple[Path, Site, list[str]],
 ) -> None:
-    not_json = tmp_path / "explain" / "explain-1-x.json"
-    not_json.parent.mkdir()
-    not_json.write_text("{not json")
+    db, site, heard = knowledge_site
+    with KnowledgeBase(db, read_only=True) as kb:
+        with_knowledge = [d for d, version, _ in kb.diagnoses() if version is not None]
+        hrefs = [page.href for page in diagnosis_pages(kb)]
+    assert len(hrefs) == len(with_knowledge) == len(set(hrefs)) > 200
+    assert heard == site.pages == ["index.html", *hrefs]
+    assert all((site.out / name).is_file() for name in site.pages)
+    index = site.index.read_text(encoding="utf-8")
+    assert all(f'href="{href}"' in index for href in hrefs)
+    assert "Evaluation: not included" in index and 'href="evaluation.html"' not in index
+    assert not any((site.out / name).exists() for name in PAGES[1:])
+    assert_self_contained(site.out)
+
+
+def test_diagnosis_page_has_provenance_every_version_status_and_the_diff(
+    knowledge_site: tuple[Path, Site, list[str]],
+) -> None:
+    db, site, _ = knowledge_site
+    with KnowledgeBase(db, read_only=True) as kb:
+        diagnosis = kb.resolve(EDITED)
+        assert diagnosis is not None
+        first, second = kb.history(diagnosis.id)
+        page = next(p for p in diagnosis_pages(kb) if p.diagnosis.id == diagnosis.id)
+    html = (site.out / page.href).read_text(encoding="utf-8")
+    changes = diff_records(first.record, second.record)
+    assert {c.path for c in changes} == {"rhythm.rate_bpm", "leads", "caveats"}
+    assert len(re.findall(r'<tr class="(?:added|removed|changed)">', html)) == len(changes)
+    for change in changes:
+        assert f"<code>{change.path}</code>" in html
+    assert 'id="v1"' in html and 'id="v2"' in html and "60–170" in html
+    assert first.provenance.pack_version and first.provenance.pack_version in html
+    assert first.content_sha256 in html and second.content_sha256 in html
+    # the curated version is accepted and used; the edit waits for review
+    assert (first.status, second.status, page.usable) == ("accepted", "proposed", 1)
+    statuses = re.findall(r'<td><span class="status">(\w+)</span>( \(used\))?</td>', html)
+    assert statuses == [("proposed", ""), ("accepted", " (used)")]
+
+
+def test_bad_inputs_are_one_line_errors_and_write_nothing(
+    kb_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty, broken = tmp_path / "empty", tmp_path / "broken"
+    empty.mkdir()
+    broken.mkdir()
+    (broken / "explain-1-x.json").write_text("{not json")
     out = tmp_path / "site"
     for args, message in [
-        (("--eval", str(inputs.explain)), "no report.json in"),
-        (("--explain", str(inputs.eval)), "no explain-*.json in"),
-        (("--explain", str(not_json.parent)), "cannot be read as JSON"),
+        (("--eval", str(empty)), "no report.json in"),
+        (("--explain", str(empty)), "no explain-*.json in"),
+        (("--explain", str(broken)), "cannot be read as JSON"),
+        (("--explain", str(tmp_path / "nowhere")), "no folder"),
         (("--vocab", "ptbxl", "--labels", "AFIB"), "at most one of --vocab and --labels"),
     ]:
-        code, _, err = run_ked(capsys, "--db", str(inputs.db), "report", "--out", str(out), *args)
-        assert code == 2 and message in err, err
-        assert "Traceback" not in err
+        code, _, err = run_ked(capsys, "--db", str(kb_copy), "report", "--out", str(out), *args)
+        assert code == 2 and message in err and "Traceback" not in err, err
     assert not out.exists()
+    (broken / "explain-1-x.json").write_text(json.dumps({"label": "x"}))
     with pytest.raises(ReportInputError, match="not a ked explanation"):
-        not_json.write_text(json.dumps({"label": "x"}))
-        read_explanations(not_json.parent)
+        read_explanations(broken)
 
 
-def test_library_writes_knowledge_pages_only_without_other_inputs(
-    inputs: ReportInputs, tmp_path: Path
-) -> None:
-    heard: list[str] = []
-    with KnowledgeBase(inputs.db, read_only=True) as kb:
-        site = write_site(tmp_path / "site", kb=kb, on_page=heard.append)
-    assert heard == site.pages and "index.html" in heard
-    assert not (tmp_path / "site" / "evaluation.html").exists()
-    index = site.index.read_text(encoding="utf-8")
-    assert "Evaluation: not included" in index and 'href="evaluation.html"' not in index
-    assert read_evaluation(inputs.eval).labels[0] in (inputs.eval / "report.md").read_text()
+@pytest.mark.slow
+def test_whole_site_from_real_eval_and_explain_outputs(inputs: ReportInputs) -> None:
+    assert all((inputs.site / name).is_file() for name in PAGES)
+    assert_self_contained(inputs.site)
+    space = (inputs.site / "label-space.html").read_text(encoding="utf-8")
+    assert space.count('<tr><td><a href="knowledge/') == 10  # nearest label of each, linked
+    explained = (inputs.site / "explanations.html").read_text(encoding="utf-8")
+    explanation = json.loads(next(inputs.explain.glob("explain-*.json")).read_text())
+    assert f"{explanation['label']} <span" in explained
+    assert explained.count('<img src="data:image/png') == 1
+
+
+@pytest.mark.slow
+def test_evaluation_page_shows_report_json_and_the_plots(inputs: ReportInputs) -> None:
+    report = json.loads((inputs.eval / "report.json").read_text())
+    html = (inputs.site / "evaluation.html").read_text(encoding="utf-8")
+    for name, condition in report["conditions"].items():
+        assert f'<tr data-condition="{name}">' in html
+        macro = condition["macro"]["auroc"]
+        assert f'{macro["value"]:.3f}</span> <span class="ci">[{macro["low"]:.3f}' in html
+    first = next(iter(report["conditions"].values()))
+    assert html.count("<tr data-label=") == len(first["labels"]) == report["n_labels"]
+    assert html.count('<img src="data:image/png') == 2  # roc.png and auroc.png

@@ -3,7 +3,8 @@ every page loads without console errors or requests beyond the site, every link 
 file and anchor of the site, a screenshot is taken, and the per-label table's numbers are those
 of the evaluation's report.json.
 
-Skips, saying why, only where no Chromium binary is found (``apt-get install chromium``).
+Skips, saying why, only where no Chromium binary is found (``apt-get install chromium``). Slow:
+the site shows a real evaluation, of a small model pretrained first (tests/support/report_inputs).
 """
 
 from __future__ import annotations
@@ -22,8 +23,17 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.support.report_inputs import ReportInputs, report_inputs
 
+pytestmark = pytest.mark.slow
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 NUMBERS = re.compile(r"-?\d+\.\d+")
+# What a test reads of a loaded page, in one round trip: title, element ids, links (resolved
+# against the page) and whether each image decoded.
+SEEN = """() => ({
+    title: document.title,
+    ids: Array.from(document.querySelectorAll('[id]'), node => node.id),
+    hrefs: Array.from(document.querySelectorAll('a[href]'), node => node.href),
+    images: Array.from(document.images, node => node.complete && node.naturalWidth > 0),
+})"""
 
 
 def chromium_binary() -> str | None:
@@ -92,14 +102,11 @@ def test_every_page_loads_cleanly_and_every_link_resolves(
     for path in pages:
         response = page.goto(path.as_uri(), wait_until="load")
         assert response is not None and response.ok, path
-        assert page.title().endswith("ked report"), path
-        ids[path] = set(page.eval_on_selector_all("[id]", "nodes => nodes.map(n => n.id)"))
-        hrefs = page.eval_on_selector_all("a[href]", "nodes => nodes.map(n => n.href)")
-        links += [(path, href) for href in hrefs]
-        images = page.eval_on_selector_all(
-            "img", "nodes => nodes.map(n => [n.complete, n.naturalWidth])"
-        )
-        assert all(done and width > 0 for done, width in images), f"broken image on {path}"
+        seen = page.evaluate(SEEN)
+        assert seen["title"].endswith("ked report"), path
+        assert all(seen["images"]), f"broken image on {path}"
+        ids[path] = set(seen["ids"])
+        links += [(path, href) for href in seen["hrefs"]]
     assert not visit.problems, visit.problems
     outside = [u for u in visit.requests if not u.startswith(("file://", "data:"))]
     assert not outside, f"requests beyond the site: {outside[:5]}"

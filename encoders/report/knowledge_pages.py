@@ -59,7 +59,8 @@ def record_tree(value: Any) -> Any:
 
 
 def _versions(history: Sequence[StoredKnowledge]) -> list[VersionView]:
-    views, previous = [], None
+    views: list[VersionView] = []
+    previous: StoredKnowledge | None = None
     for stored in history:  # oldest first
         changes = diff_records(previous.record, stored.record) if previous else []
         record = record_tree(stored.record.model_dump(mode="json"))

@@ -15,6 +15,8 @@ from tests.conftest import copy_kb
 from tests.support.cli import run_ked
 
 EDITED = "atrial fibrillation"
+# Evaluated labels: common and rare ones, and two without positives in the sample's test split.
+LABELS = ("NORM", "SR", "AFIB", "CLBBB", "CRBBB", "IMI", "ASMI", "LVH", "NDT", "1AVB")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ReportInputs:
 _built: dict[Path, ReportInputs] = {}
 
 
-def _edit_one_diagnosis(db: Path) -> None:
+def edit_one_diagnosis(db: Path) -> None:
     """Store a second version of atrial fibrillation with a rate range, a caveat and a lead."""
     with KnowledgeBase(db) as kb:
         diagnosis = kb.resolve(EDITED)
@@ -62,14 +64,15 @@ def report_inputs(
     if embedded_kb in _built:
         return _built[embedded_kb]
     db = copy_kb(embedded_kb, folder)
-    _edit_one_diagnosis(db)
+    edit_one_diagnosis(db)
     run, evaluation, explain = folder / "run", folder / "eval", folder / "explain"
     common = ("--db", str(db))
     _ok(capsys, *common, "pretrain", "--data", "sample", "--vocab", "ptbxl", "--view", "name",
         "--view", "full", "--epochs", "1", "--max-steps-per-epoch", "2", "--out", str(run),
         "--device", "cpu")  # fmt: skip
-    _ok(capsys, *common, "eval", "--checkpoint", str(run), "--data", "sample", "--vocab",
-        "ptbxl", "--out", str(evaluation), "--resamples", "50")  # fmt: skip
+    labels = [arg for label in LABELS for arg in ("--labels", label)]
+    _ok(capsys, *common, "eval", "--checkpoint", str(run), "--data", "sample", *labels,
+        "--out", str(evaluation), "--resamples", "50")  # fmt: skip
     record = (evaluation / "predictions-name.csv").read_text().splitlines()[1].split(",")[0]
     _ok(capsys, *common, "explain", "--checkpoint", str(run), "--data", "sample", "--record",
         record, "--label", "complete left bundle branch block", "--out", str(explain))  # fmt: skip
