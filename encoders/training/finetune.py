@@ -31,9 +31,10 @@ from encoders.datasets import (
 )
 from encoders.ecg import ECGDataset
 from encoders.inference.predict import macro_auroc, predict
-from encoders.inference.zeroshot import ZeroShotClassifier
+from encoders.inference.zeroshot import LabelVectors, ZeroShotClassifier
 from encoders.models.checkpoint import load_checkpoint
 from encoders.training.loop import LabelBank, LoopSettings, Run, StepInfo, fit
+from kb_store.connection import read_or_write
 from kb_store.store import KnowledgeBase
 from ked.config import DEFAULT_USABLE_STATUSES
 
@@ -107,13 +108,23 @@ def finetune(
     checkpoint = load_checkpoint(config.checkpoint)
     views = list(config.views or checkpoint.views)
     manifest = open_manifest(config.data, split_seed=config.split_seed)
-    with KnowledgeBase(config.db, usable=config.knowledge_statuses) as kb:
+    labels_in_data = record_label_strings(manifest)
+
+    def label_side(kb: KnowledgeBase) -> tuple[LabelVectors, dict[str, str]]:
         zero_shot = ZeroShotClassifier(checkpoint, kb, device=str(device))
         vectors = zero_shot.label_vectors(
             labels=config.labels, vocab=config.vocab, views=views
         ).resolved()
-        entries = vectors.entries
-        mapping = target_labels(kb, entries, record_label_strings(manifest))
+        return vectors, target_labels(kb, vectors.entries, labels_in_data)
+
+    vectors, mapping = read_or_write(
+        lambda read_only: KnowledgeBase(
+            config.db, usable=config.knowledge_statuses, read_only=read_only
+        ),
+        label_side,
+        what="fine-tuning",
+    )
+    entries = vectors.entries
     label_vectors = vectors.combined()
     labels = [e.label for e in entries]
     has_test = bool((manifest.table["split"] == "test").any())
