@@ -225,13 +225,19 @@ def test_missing_and_corrupt_record_files_are_named_and_skipped(mimic: MimicDir)
     refs = source.refs()
     refs[0].path.with_suffix(".dat").unlink()
     refs[1].path.write_text("garbage header\n", encoding="ascii")
+    table = pd.read_csv(mimic.root / "machine_measurements.csv")
+    table[table["study_id"].astype(str) != refs[2].record_id].to_csv(
+        mimic.root / "machine_measurements.csv", index=False
+    )
+    source = open_source(str(mimic.root))
     skipped: list = []
     records = list(source.iter_records(skipped))
-    assert len(records) == len(STUDIES) - 2
-    assert {s.record_id for s in skipped} == {refs[0].record_id, refs[1].record_id}
+    assert len(records) == len(STUDIES) - 3
+    bad = {refs[0].record_id, refs[1].record_id, refs[2].record_id}
+    assert {s.record_id for s in skipped} == bad
     assert all(str(mimic.root) in s.path for s in skipped)
-    manifest = Manifest.scan(source)
-    assert set(manifest.errors["record_id"]) == {refs[0].record_id, refs[1].record_id}
+    assert any("no row for" in s.reason for s in skipped)
+    assert set(Manifest.scan(source).errors["record_id"]) == bad
 
 
 def test_splits_are_by_subject_and_seeded(mimic: MimicDir) -> None:

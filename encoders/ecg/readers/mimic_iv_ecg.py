@@ -11,7 +11,8 @@ deviation. Borderline ECG."``); its labels are the ``mimiciv-ked`` labels those 
 (`knowledge.statements`). Non-diagnostic statements ("--- Pediatric criteria used ---") are left
 out of both, statements naming no label are kept in the report and in ``meta["unmatched"]``.
 The record id is the ``study_id``, the patient id the ``subject_id``: splits are seeded and
-patient-level. A record whose files are missing or corrupt is named and skipped.
+patient-level. A record whose files are missing or corrupt, or whose study has no row in
+``machine_measurements.csv``, is named and skipped.
 """
 
 from __future__ import annotations
