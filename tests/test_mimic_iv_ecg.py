@@ -299,6 +299,12 @@ def test_pretrain_against_labels_and_reports_on_the_mimic_layout(
     lines = (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert np.isfinite(json.loads(lines[-1])["train_loss"])
     assert load_checkpoint(tmp_path / "run").config["training"]["targets"] == "both"
+    with KnowledgeBase(kb_copy, read_only=True) as kb:  # the reports went into the same cache
+        cached = {row[0] for row in kb.con.execute("SELECT text FROM texts").fetchall()}
+    assert {
+        "Sinus rhythm. Normal ECG.",
+        "Sinus tachycardia. Left axis deviation. Borderline ECG.",
+    } <= cached
     code, _, err = run_ked(
         capsys, "--db", str(kb_copy), "pretrain", "--data", "sample", "--vocab", "ptbxl",
         "--view", "name", "--targets", "reports", "--out", str(tmp_path / "bad"),
