@@ -228,6 +228,7 @@ def explain_command(
     from encoders.inference.explain_recording import explain_recording
     from encoders.inference.zeroshot import ZeroShotClassifier
     from encoders.training import load_checkpoint
+    from kb_store.connection import read_or_write
 
     model = load_checkpoint(checkpoint)
     manifest = open_manifest(data, rescan=rescan)
@@ -236,11 +237,17 @@ def explain_command(
         raise typer.BadParameter(f"no record {record!r} in {data}")
     spec, ref = manifest.ref(int(rows[0]))
     recording = open_source(spec).read(ref)
-    with open_kb(ctx) as kb:
-        classifier = ZeroShotClassifier(model, kb, llm=_llm(ctx), device=device)
-        explanation, window = explain_recording(
-            classifier, recording, label, views=view or model.views
-        )
+    llm = _llm(ctx)
+    explanation, window = read_or_write(
+        lambda read_only: open_kb(ctx, read_only=read_only),
+        lambda kb: explain_recording(
+            ZeroShotClassifier(model, kb, llm=llm, device=device),
+            recording,
+            label,
+            views=view or model.views,
+        ),
+        what="explanation",
+    )
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"explain-{record}-{''.join(c if c.isalnum() else '-' for c in label)}"
     plot_explanation(explanation, window, stem.with_suffix(".png"))
