@@ -120,7 +120,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
     out = tmp_path / "site"
     for args, message in [
         (("--eval", str(empty)), "no report.json in"),
-        (("--explain", str(empty)), "no explain-*.json in"),
+        (("--explain", str(empty)), "no explain-*.json or explain-*.png in"),
         (("--explain", str(broken)), "cannot be read as JSON"),
         (("--explain", str(tmp_path / "nowhere")), "no folder"),
         (("--vocab", "ptbxl", "--labels", "AFIB"), "at most one of --vocab and --labels"),
@@ -143,6 +143,20 @@ def test_whole_site_from_real_eval_and_explain_outputs(inputs: ReportInputs) -> 
     explanation = json.loads(next(inputs.explain.glob("explain-*.json")).read_text())
     assert f"{explanation['label']} <span" in explained
     assert explained.count('<img src="data:image/png') == 1
+
+
+@pytest.mark.slow
+def test_a_plot_without_its_json_is_shown_alone(inputs: ReportInputs, tmp_path: Path) -> None:
+    """As ``ked demo`` writes it: the explanation's PNG, no JSON."""
+    png = next(inputs.explain.glob("explain-*.png"))
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / png.name).write_bytes(png.read_bytes())
+    [alone] = read_explanations(tmp_path / "plots")
+    assert alone.explanation is None and alone.plot is not None
+    with KnowledgeBase(inputs.db, read_only=True) as kb:
+        site = write_site(tmp_path / "site", kb=kb, explanations=[alone])
+    html = (site.out / "explanations.html").read_text(encoding="utf-8")
+    assert f'<section id="{png.stem}">' in html and f'src="{alone.plot}"' in html
 
 
 @pytest.mark.slow

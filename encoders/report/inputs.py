@@ -1,7 +1,8 @@
 """What a report shows besides the knowledge base: a ``ked eval`` folder and ``ked explain`` output.
 
 Both are read as written, never recomputed: the evaluation page shows ``report.json``'s numbers
-and the plots ``ked eval`` drew; the explanation page shows each ``explain-*.json`` with its PNG.
+and the plots ``ked eval`` drew; the explanation page shows each ``explain-*.json`` with its PNG
+(or the PNG alone, as ``ked demo`` writes it).
 Images become ``data:`` URIs so that the site needs no other file.
 """
 
@@ -81,26 +82,39 @@ def read_evaluation(folder: Path) -> EvaluationInput:
 
 @dataclass(frozen=True)
 class ExplanationInput:
-    """One ``ked explain`` output: its JSON and, where present, its plot as a data URI."""
+    """One explanation: its JSON (``ked explain``) and its plot as a data URI, either of which
+    may be absent (``ked demo`` writes the plot only)."""
 
     name: str  # the file stem, e.g. explain-730-complete-left-bundle-branch-block
-    explanation: dict[str, Any]
+    explanation: dict[str, Any] | None
     plot: str | None
 
 
+def _explanation(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data = _read_json(path)
+    missing = [k for k in _EXPLANATION_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ReportInputError(f"{path} is not a ked explanation (no {', '.join(missing)})")
+    return dict(data)
+
+
 def read_explanations(folder: Path) -> list[ExplanationInput]:
-    """Every ``explain-*.json`` of a ``ked explain --out`` folder, by name."""
+    """Every ``explain-*.json`` and ``explain-*.png`` of a folder, paired by name."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportInputError(f"no folder {folder} (give a `ked explain --out` folder)")
+    stems = sorted(
+        {p.stem for pattern in ("explain-*.json", "explain-*.png") for p in folder.glob(pattern)}
+    )
+    if not stems:
+        raise ReportInputError(
+            f"no explain-*.json or explain-*.png in {folder} (give a `ked explain --out` folder)"
+        )
     found = []
-    for path in sorted(folder.glob("explain-*.json")):
-        data = _read_json(path)
-        missing = [k for k in _EXPLANATION_KEYS if not isinstance(data, dict) or k not in data]
-        if missing:
-            raise ReportInputError(f"{path} is not a ked explanation (no {', '.join(missing)})")
-        png = path.with_suffix(".png")
-        found.append(ExplanationInput(path.stem, data, data_uri(png) if png.is_file() else None))
-    if not found:
-        raise ReportInputError(f"no explain-*.json in {folder} (give a `ked explain --out` folder)")
+    for stem in stems:
+        png = folder / f"{stem}.png"
+        plot = data_uri(png) if png.is_file() else None
+        found.append(ExplanationInput(stem, _explanation(folder / f"{stem}.json"), plot))
     return found

@@ -86,13 +86,21 @@ def diagnosis_pages(kb: KnowledgeBase) -> list[DiagnosisPage]:
     ]
 
 
+@dataclass(frozen=True)
+class LabelLink:
+    """Where a label's diagnosis is described: its page (path from the site's root), its name."""
+
+    href: str
+    diagnosis: str
+
+
 def label_links(
     kb: KnowledgeBase, labels: Sequence[str], pages: Sequence[DiagnosisPage]
-) -> dict[str, str]:
-    """Label -> the page (path from the site's root) of the diagnosis it resolves to."""
+) -> dict[str, LabelLink]:
+    """Label -> the page of the diagnosis it resolves to, for labels that resolve to one."""
     by_id = {page.diagnosis.id: page.href for page in pages}
     return {
-        label: by_id[diagnosis.id]
+        label: LabelLink(by_id[diagnosis.id], diagnosis.name)
         for label, diagnosis in kb.resolve_many(list(labels)).items()
         if diagnosis is not None and diagnosis.id in by_id
     }
