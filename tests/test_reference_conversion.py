@@ -1,18 +1,21 @@
 """ECGFM-KED's released weights end to end.
 
-A checkpoint in the reference's module and key layout (``tests/support/reference_layout.py``;
-its label side takes 384-d vectors, the width of the default text encoder, all-MiniLM-L6-v2, so
-that the real model scores offline) is converted with ``ked convert-reference`` and
-``convert_reference``, then used by ``ked zeroshot``, ``eval``, ``encode`` and ``finetune`` on
-packaged-sample recordings with the real knowledge base and text encoder. A checkpoint at the
-reference's own 768 shows the refusal of vectors of another width.
+A checkpoint in the reference's module and key layout (``tests/support/reference_layout.py``)
+whose text side is the default text encoder's BERT (all-MiniLM-L6-v2, 384-d, available offline)
+"fine-tuned" (pooler and last layer changed), as the reference fine-tuned Bio_ClinicalBERT, is
+converted with ``ked convert-reference`` and ``convert_reference``, then used by ``ked
+zeroshot``, ``eval``, ``encode`` and ``finetune`` on packaged-sample recordings with the real
+knowledge base; the scores are those of the reference's own modules and text tower. A checkpoint
+at the reference's own 768 shows the refusal of vectors of another width.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,19 +26,22 @@ from safetensors.torch import load_file
 from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGDataset, open_source, sample_data_dir
 from encoders.inference.zeroshot import ZeroShotClassifier
-from encoders.models import LabelAdapter, convert_reference
+from encoders.models import LabelAdapter, convert_reference, reference_text_encoder
 from encoders.models.checkpoint import load_checkpoint
 from encoders.models.ked_model import LabelVectorError
-from encoders.text import EncoderSpec
+from encoders.text import label_entries, view_texts
+from encoders.text.spec import resolve_model_path
 from kb_store.store import KnowledgeBase
 from tests.conftest import copy_kb
 from tests.support.cli import run_ked
 from tests.support.reference_layout import ReferenceModules, save_reference_checkpoint
 from tests.support.unsafe import Payload
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 LABELS = ("atrial fibrillation", "sinus rhythm")
-MINILM: tuple[str, ...] = ("--text-encoder", "all-MiniLM-L6-v2", "--text-backend")
-MINILM += ("sentence-transformers", "--text-normalize")  # EncoderSpec(): cached vectors reused
+MINILM = ("--text-encoder", "all-MiniLM-L6-v2")  # the reference's settings otherwise
 LABEL_ARGS = ("--labels", LABELS[0], "--labels", LABELS[1])
 
 
@@ -49,15 +55,32 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def reference(root: Path) -> ReferenceModules:
+def tower() -> PreTrainedModel:
+    """all-MiniLM-L6-v2's BERT with its pooler and last layer moved, as by fine-tuning."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(resolve_model_path("all-MiniLM-L6-v2")).eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for weight in (model.pooler.dense.weight, model.encoder.layer[-1].output.dense.weight):
+            weight.add_(0.05 * torch.randn_like(weight))
+    return model
+
+
+@pytest.fixture(scope="module")
+def reference(root: Path, tower: PreTrainedModel) -> ReferenceModules:
     """A released-layout checkpoint (one decoder layer, to keep it small) and its modules."""
-    return save_reference_checkpoint(root / "ecgfm_ked_384.pt", text_dim=384, decoder_layers=1)
+    return save_reference_checkpoint(
+        root / "ecgfm_ked_384.pt", text_dim=384, decoder_layers=1, text_tower=tower.state_dict()
+    )
 
 
 @pytest.fixture(scope="module")
 def converted(reference: ReferenceModules, root: Path) -> Path:
-    """The reference checkpoint converted through the API with the default text encoder."""
-    return convert_reference(reference.path, root / "converted", text_encoder=EncoderSpec()).path
+    """The reference checkpoint converted through the API, all-MiniLM-L6-v2's architecture and
+    tokenizer carrying its text tower."""
+    spec = reference_text_encoder("all-MiniLM-L6-v2")
+    return convert_reference(reference.path, root / "converted", text_encoder=spec).path
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +109,9 @@ def recordings(root: Path) -> str:
 
 
 @pytest.fixture
-def kb(embedded_kb: Path, tmp_path: Path) -> Path:
-    return copy_kb(embedded_kb, tmp_path)
+def kb(curated_kb: Path, tmp_path: Path) -> Path:
+    """The curated knowledge base; label vectors come from the converted text tower."""
+    return copy_kb(curated_kb, tmp_path)
 
 
 def _windows(data: str, converted: Path) -> tuple[list[str], torch.Tensor]:
@@ -127,8 +151,10 @@ def test_converted_checkpoint_records_the_reference_setup_and_its_outputs(
     assert config["model"]["adapter_kwargs"]["out_dim"] == 768
     assert config["preprocessing"]["fs"] == 100 and config["preprocessing"]["window_s"] == 10
     assert config["preprocessing"]["normalize"] == "zscore"
-    assert config["text_encoder"]["model"] == "all-MiniLM-L6-v2"
-    assert len(config["text_encoder"]["fingerprint"]) == 64
+    text = config["text_encoder"]
+    assert text["model"] == str(converted.with_name("best.text_encoder"))
+    assert (text["backend"], text["pooling"], text["max_length"]) == ("transformers", "pooler", 256)
+    assert text["normalize"] is False and len(text["fingerprint"]) == 64
     assert config["reference"]["epoch"] == 3 and config["reference"]["missing_keys"] == []
     assert checkpoint.entries == [] and checkpoint.label_vectors.shape == (0, 384)
 
@@ -149,6 +175,7 @@ def test_converted_checkpoint_records_the_reference_setup_and_its_outputs(
 
 def test_cli_conversion_equals_the_api_and_ked_zeroshot_scores_with_it(
     reference: ReferenceModules,
+    tower: PreTrainedModel,
     converted: Path,
     recordings: str,
     kb: Path,
@@ -156,15 +183,19 @@ def test_cli_conversion_equals_the_api_and_ked_zeroshot_scores_with_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "cli"
+    from transformers import AutoTokenizer
+
     code, stdout, err = run_ked(
         capsys, "convert-reference", str(reference.path), "--out", str(out), *MINILM
     )
     assert code == 0, err
     assert "xresnet1d101 + 1-layer query decoder" in stdout and "384-d" in stdout
     assert f"checkpoint {out / 'best.safetensors'}" in stdout
-    assert json.loads((out / "best.json").read_text()) == json.loads(
-        converted.with_suffix(".json").read_text()
-    )
+    cli_config = json.loads((out / "best.json").read_text())
+    api_config = json.loads(converted.with_suffix(".json").read_text())
+    assert cli_config["text_encoder"].pop("model") == str(out / "best.text_encoder")
+    api_config["text_encoder"].pop("model")
+    assert cli_config == api_config  # the same text tower files: the same fingerprint
     cli_tensors, api_tensors = load_file(out / "best.safetensors"), load_file(converted)
     assert cli_tensors.keys() == api_tensors.keys()
     assert all(torch.equal(cli_tensors[k], api_tensors[k]) for k in api_tensors)
@@ -179,11 +210,17 @@ def test_cli_conversion_equals_the_api_and_ked_zeroshot_scores_with_it(
     table = pd.read_csv(predictions, dtype={"record_id": str})
     scores = table.pivot(index="record_id", columns="label", values="score")
 
-    record_ids, x = _windows(recordings, converted)
     with KnowledgeBase(kb) as store:
-        classifier = ZeroShotClassifier(load_checkpoint(converted), store)
+        texts = view_texts(store, label_entries(store, labels=LABELS), ["name"])["name"]
+        classifier = ZeroShotClassifier(load_checkpoint(out), store)
         vectors = classifier.label_vectors(labels=LABELS, views=["name"]).combined()
-    expected = _reference_logits(reference, x, vectors).numpy()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))
+    tokens = tokenizer(texts, padding="max_length", max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        tower_vectors = tower(**tokens).pooler_output  # the reference's text tower
+    torch.testing.assert_close(vectors, tower_vectors, rtol=1e-4, atol=1e-5)
+    record_ids, x = _windows(recordings, converted)
+    expected = _reference_logits(reference, x, tower_vectors).numpy()
     np.testing.assert_allclose(
         scores.loc[record_ids, list(LABELS)].to_numpy(), expected, rtol=1e-3, atol=1e-4
     )
@@ -231,7 +268,9 @@ def test_ked_eval_encode_and_finetune_accept_the_converted_checkpoint(
     result = load_checkpoint(tuned)
     assert result.config["kind"] == "finetune-linear"
     assert result.config["parent"] == str(converted)
-    assert result.config["model"] == load_checkpoint(converted).config["model"]
+    parent = load_checkpoint(converted).config
+    assert result.config["model"] == parent["model"]
+    assert result.config["text_encoder"] == parent["text_encoder"]
     assert result.labels == list(LABELS)
 
 
@@ -264,6 +303,7 @@ def test_refuses_files_that_are_not_a_usable_reference_checkpoint(
     converted: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def convert(src: Path, *extra: str) -> tuple[int, str, str]:
         out = str(tmp_path / src.stem)
@@ -286,6 +326,7 @@ def test_refuses_files_that_are_not_a_usable_reference_checkpoint(
     narrow = dict(released["text_encoder"])
     narrow["mlp_embed.4.weight"] = torch.zeros(512, 768)  # 512-d queries for a 768-d decoder
     narrow["mlp_embed.4.bias"] = torch.zeros(512)
+    no_pooler = {k: v for k, v in released["text_encoder"].items() if "pooler" not in k}
     refusals = {
         tmp_path / "pickle.pt": "pickle.pt: cannot be read with torch.load(weights_only=True)",
         converted: "best.safetensors: a safetensors file, not ECGFM-KED's",
@@ -293,6 +334,7 @@ def test_refuses_files_that_are_not_a_usable_reference_checkpoint(
         variant("partial.pt", ecg_model=partial): "partial.pt: strict load failed",
         variant("head.pt", model=head): "head.pt: 1 model tensors do not fit",
         variant("narrow.pt", text_encoder=narrow): "narrow.pt: text_encoder mlp_embed gives 512-d",
+        variant("no_pooler.pt", text_encoder=no_pooler): "bert_model.* do not fit all-MiniLM",
     }
     for src, message in refusals.items():
         code, _, err = convert(src)
@@ -301,8 +343,9 @@ def test_refuses_files_that_are_not_a_usable_reference_checkpoint(
     assert not marker.exists()
 
     bad_settings = {
-        ("--view", "symptoms"): "unknown view 'symptoms'",
+        (*MINILM, "--view", "symptoms"): "unknown view 'symptoms'",
         ("--text-encoder", str(tmp_path / "no_such_model")): "no_such_model' is not a local folder",
+        (*MINILM, "--text-backend", "sentence-transformers"): "runs with the transformers backend",
     }
     for extra, message in bad_settings.items():
         code, _, err = run_ked(
@@ -319,3 +362,13 @@ def test_refuses_files_that_are_not_a_usable_reference_checkpoint(
     code, _, err = convert(tmp_path / "partial.pt", "--no-strict")
     assert code == 2 and "already exists; pass --force" in err
     assert convert(tmp_path / "partial.pt", "--no-strict", "--force")[0] == 0
+
+    with caplog.at_level(logging.WARNING):
+        assert convert(reference.path, "--text-weights", "base")[0] == 0
+    assert "fine-tuned text tower (104 bert_model tensors) is left out" in caplog.text
+    published = load_checkpoint(tmp_path / reference.path.stem).config["text_encoder"]
+    assert published["model"] == "all-MiniLM-L6-v2"
+    assert (
+        published["fingerprint"] != load_checkpoint(converted).config["text_encoder"]["fingerprint"]
+    )
+    assert not (tmp_path / reference.path.stem / "best.text_encoder").exists()

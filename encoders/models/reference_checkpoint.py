@@ -16,6 +16,8 @@ reference key                                 ked key
 ``mlp_head.{0,2}.*``                          ``head.{0,2}.*``
 ``logit_scale``                               unused by the reference's forward: reported
 ``text_encoder``: ``mlp_embed.{0,2,4}.*``     returned for ``LabelAdapter(768, residual=False)``
+``text_encoder``: ``bert_model.*``             returned (prefix removed) as the fine-tuned text
+                                              tower, for :mod:`.reference_conversion`
 rest of ``text_encoder``, ``optimizer``,       ignored (reported)
 ``lr_scheduler``
 ============================================  ================================================
@@ -85,13 +87,16 @@ class ReferenceModel:
     """ked modules holding the reference weights (in eval mode) and the load report.
 
     ``label_adapter_state`` is the text side's ``mlp_embed`` in the layout of
-    ``LabelAdapter(768, residual=False)``, or ``None`` when the file has no ``mlp_embed``.
+    ``LabelAdapter(768, residual=False)``, or ``None`` when the file has no ``mlp_embed``;
+    ``text_tower_state`` its ``bert_model.*`` tensors without the prefix (the text encoder as
+    the reference fine-tuned it), or ``None`` when there are none.
     """
 
     encoder: nn.Module
     decoder: LabelQueryDecoder
     label_adapter_state: dict[str, torch.Tensor] | None
     report: ReferenceLoadReport
+    text_tower_state: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -141,12 +146,15 @@ def load_reference_checkpoint(path: str | Path, *, strict: bool = True) -> Refer
 
     skipped = {**encoder_map.skipped, **decoder_map.skipped}
     text_state = checkpoint.get("text_encoder")
-    label_adapter_state = None
+    label_adapter_state = text_tower_state = None
     if isinstance(text_state, dict):
         label_adapter_state = _label_adapter_state(text_state)
+        text_tower_state = _text_tower_state(text_state)
         note = "ked scores with cached label vectors instead of the text tower"
         if label_adapter_state is not None:
             note += "; mlp_embed returned as label_adapter_state"
+        if text_tower_state is not None:
+            note += "; bert_model returned as text_tower_state"
         skipped["text_encoder"] = (
             f"{len(text_state)} entries (BERT, mlp_embed, logit_scale): {note}"
         )
@@ -171,7 +179,9 @@ def load_reference_checkpoint(path: str | Path, *, strict: bool = True) -> Refer
         len(unexpected),
         ", ".join(skipped),
     )
-    return ReferenceModel(encoder.eval(), decoder.eval(), label_adapter_state, report)
+    return ReferenceModel(
+        encoder.eval(), decoder.eval(), label_adapter_state, report, text_tower_state
+    )
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -337,6 +347,16 @@ def _label_adapter_state(text_state: dict[str, Any]) -> dict[str, torch.Tensor] 
         f"mlp.{match.group(1)}.{match.group(2)}": value
         for key, value in text_state.items()
         if (match := _MLP_EMBED.match(key)) and isinstance(value, torch.Tensor)
+    }
+    return state or None
+
+
+def _text_tower_state(text_state: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """``bert_model.*`` tensors without the prefix, or ``None`` when the text side has none."""
+    state = {
+        key.removeprefix("bert_model."): value
+        for key, value in text_state.items()
+        if key.startswith("bert_model.") and isinstance(value, torch.Tensor)
     }
     return state or None
 

@@ -12,8 +12,12 @@ ked checkpoint (safetensors + JSON) that ``ked zeroshot``, ``eval``, ``encode`` 
 - preprocessing: the reference's input, 12 leads in the standard order (I, II, III, aVR, aVL,
   aVF, V1-V6), 10 s at 100 Hz, per-lead z-score (ked's default pipeline).
 - text encoder: the one whose vectors the label side takes (the reference: Bio_ClinicalBERT's
-  pooler output, 256 tokens, no L2 normalisation). Its width must match ``mlp_embed``'s input,
-  and its fingerprint is recorded, so zero-shot refuses label vectors of any other encoder.
+  pooler output, 256 tokens, no L2 normalisation). The reference fine-tuned it (embeddings,
+  layer 11 and pooler were trainable), so by default the file's own ``bert_model.*`` weights are
+  exported, on the named model's architecture and tokenizer, to a folder next to the checkpoint
+  (``best.text_encoder/``); ``text_weights="base"`` uses the named model as published. Its
+  width must match ``mlp_embed``'s input, and its fingerprint is recorded, so zero-shot refuses
+  label vectors of any other encoder.
 - label set: none (scores any labels, zero-shot); views default to the bare name, the label
   texts the reference trained with.
 """
@@ -22,11 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -37,6 +43,7 @@ from encoders.models.reference_checkpoint import (
     ReferenceCheckpointError,
     ReferenceLoadReport,
     ReferenceModel,
+    _preview,
     load_reference_checkpoint,
 )
 from encoders.text.device import select_dtype
@@ -44,7 +51,12 @@ from encoders.text.spec import EncoderSpec
 from ked.errors import one_line
 from knowledge.views import check_view
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 logger = logging.getLogger(__name__)
+
+TextWeights = Literal["checkpoint", "base"]
 
 REFERENCE_TEXT_MODEL = "emilyalsentzer/Bio_ClinicalBERT"
 REFERENCE_PREPROCESSING = Preprocessing()
@@ -53,6 +65,7 @@ REFERENCE_VIEWS: tuple[str, ...] = ("name",)
 """The reference pretrained against the bare label names."""
 
 _ADAPTER_WEIGHT = re.compile(r"^mlp\.(\d+)\.weight$")
+_UNUSED_TOWER_KEYS = {"embeddings.position_ids"}  # a buffer newer transformers do not save
 
 
 class ReferenceConversionError(ReferenceCheckpointError):
@@ -101,6 +114,7 @@ def convert_reference(
     out: str | Path,
     *,
     text_encoder: EncoderSpec | None = None,
+    text_weights: TextWeights = "checkpoint",
     views: Sequence[str] = REFERENCE_VIEWS,
     strict: bool = True,
     overwrite: bool = False,
@@ -109,12 +123,15 @@ def convert_reference(
 
     ``out`` is a run folder (``best.safetensors`` + ``best.json`` in it) or a ``.safetensors``
     path. ``text_encoder`` (default :func:`reference_text_encoder`) must give vectors of the
-    width the checkpoint's label side takes. ``strict`` is the loader's: without it, ked keys the
-    file leaves unfilled keep their initial values and are recorded in the checkpoint's
-    ``reference`` entry. Raises :class:`ReferenceCheckpointError` (not the reference's layout,
-    unreadable with ``weights_only``, keys missing or left over under ``strict``, shapes that do
-    not fit), :class:`ReferenceConversionError` (a text encoder of another width, an existing
-    checkpoint at ``out`` without ``overwrite``) or ``ModelNotFoundError``.
+    width the checkpoint's label side takes; with ``text_weights="checkpoint"`` its architecture
+    and tokenizer carry the file's fine-tuned ``bert_model.*`` weights (written to
+    ``<stem>.text_encoder/`` beside the checkpoint, which records that folder). ``strict`` is
+    the loader's: without it, ked keys the file leaves unfilled keep their initial values and
+    are recorded in the checkpoint's ``reference`` entry. Raises
+    :class:`ReferenceCheckpointError` (not the reference's layout, unreadable with
+    ``weights_only``, keys missing or left over under ``strict``, shapes that do not fit),
+    :class:`ReferenceConversionError` (a text encoder of another width or architecture, an
+    existing checkpoint at ``out`` without ``overwrite``) or ``ModelNotFoundError``.
     """
     src = Path(src)
     destination = _destination(Path(out), overwrite)
@@ -123,18 +140,18 @@ def convert_reference(
             check_view(view)
     except ValueError as exc:
         raise ReferenceConversionError(str(exc)) from exc
-    spec, text_info = _describe_text_encoder(text_encoder or reference_text_encoder())
+    spec = _local(text_encoder or reference_text_encoder())
+    spec.model_path()  # a text encoder that cannot be found fails before the file is read
     loaded = load_reference_checkpoint(src, strict=strict)
     config = _model_config(loaded, src)
-    dim = _text_dim(spec)
-    if dim != config.text_dim:
-        raise ReferenceConversionError(
-            f"{src}: its label side takes {config.text_dim}-d text vectors, but text encoder "
-            f"{spec.model!r} gives {dim}-d ones; convert with the text encoder the checkpoint was "
-            f"trained with (the reference's: {REFERENCE_TEXT_MODEL}, transformers backend, "
-            "pooler output)"
-        )
+    tower = _text_tower(loaded, spec, text_weights, config.text_dim, src)
+    if tower is None:
+        _check_width(_text_dim(spec), config.text_dim, spec, src)
     model = _fill(KedModel(config), loaded, src)
+    if tower is not None:
+        folder = destination.with_name(f"{destination.stem}.text_encoder")
+        spec = replace(spec, model=str(_save_text_tower(tower, spec, folder)))
+    text_info = _describe_text_encoder(spec)
     report = loaded.report
     extra = {
         "kind": "reference",
@@ -180,19 +197,92 @@ def _destination(out: Path, overwrite: bool) -> Path:
     return path
 
 
-def _describe_text_encoder(spec: EncoderSpec) -> tuple[EncoderSpec, dict[str, Any]]:
-    """The spec with a concrete dtype and an absolute local path, and its checkpoint entry
-    (settings, file digests, fingerprint) as training records it."""
+def _local(spec: EncoderSpec) -> EncoderSpec:
+    """The spec with a concrete dtype and, for a local folder, its absolute path."""
     local = Path(spec.model).expanduser()
     model = str(local.resolve()) if local.is_dir() else spec.model
-    spec = replace(spec, model=model, dtype=select_dtype(spec.dtype, "cpu"))
+    return replace(spec, model=model, dtype=select_dtype(spec.dtype, "cpu"))
+
+
+def _describe_text_encoder(spec: EncoderSpec) -> dict[str, Any]:
+    """The checkpoint's ``text_encoder`` entry (settings, file digests, fingerprint), as
+    training records it."""
     fingerprint, description = spec.fingerprint(_file_sha256)
-    return spec, {**description, "fingerprint": fingerprint}
+    return {**description, "fingerprint": fingerprint}
 
 
 def _file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _check_width(dim: int, expected: int, spec: EncoderSpec, src: Path) -> None:
+    """Raise unless the text encoder's vectors are as wide as the label side takes."""
+    if dim != expected:
+        raise ReferenceConversionError(
+            f"{src}: its label side takes {expected}-d text vectors, but text encoder "
+            f"{spec.model!r} gives {dim}-d ones; convert with the text encoder the checkpoint was "
+            f"trained with (the reference's: {REFERENCE_TEXT_MODEL}, transformers backend, "
+            "pooler output)"
+        )
+
+
+def _text_tower(
+    loaded: ReferenceModel, spec: EncoderSpec, weights: TextWeights, width: int, src: Path
+) -> PreTrainedModel | None:
+    """The named model's architecture with the file's fine-tuned ``bert_model.*`` weights;
+    ``None`` with ``weights="base"`` (the named model as published)."""
+    state = loaded.text_tower_state
+    if weights == "base":
+        if state is not None:
+            logger.warning(
+                "%s: its fine-tuned text tower (%d bert_model tensors) is left out; label "
+                "vectors come from %s as published",
+                src,
+                len(state),
+                spec.model,
+            )
+        return None
+    if state is None:
+        raise ReferenceConversionError(
+            f"{src}: no text_encoder bert_model.* weights to export; pass --text-weights base "
+            f"(text_weights='base') to take label vectors from {spec.model} as published"
+        )
+    if spec.backend != "transformers":
+        raise ReferenceConversionError(
+            f"the fine-tuned text tower of {src} runs with the transformers backend, not "
+            f"{spec.backend}; or pass --text-weights base to use {spec.model} as published"
+        )
+    from transformers import AutoConfig, AutoModel
+
+    architecture = AutoConfig.from_pretrained(spec.model_path())
+    _check_width(int(architecture.hidden_size), width, spec, src)
+    tower = AutoModel.from_config(architecture)
+    state = {key: value for key, value in state.items() if key not in _UNUSED_TOWER_KEYS}
+    try:
+        missing, unexpected = tower.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        missing, unexpected = [one_line(exc)], []
+    if missing or unexpected:
+        raise ReferenceConversionError(
+            f"{src}: text_encoder bert_model.* do not fit {spec.model}'s architecture "
+            f"(not filled: {_preview(missing)}; not used: {_preview(unexpected)}); name the "
+            "text encoder the checkpoint was trained with"
+        )
+    return tower.eval()
+
+
+def _save_text_tower(tower: PreTrainedModel, spec: EncoderSpec, folder: Path) -> Path:
+    """Write ``tower`` with the named model's tokenizer to ``folder`` (replaced whole)."""
+    from transformers import AutoTokenizer
+
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tower.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(spec.model_path()).save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder.resolve()
 
 
 def _text_dim(spec: EncoderSpec) -> int:

@@ -35,6 +35,14 @@ def convert_reference(
     text_normalize: Annotated[
         bool, typer.Option(help="L2-normalise text vectors (the reference does not)")
     ] = False,
+    text_weights: Annotated[
+        str,
+        typer.Option(
+            help="checkpoint: the text tower as the reference fine-tuned it (the file's "
+            "bert_model weights on --text-encoder's architecture and tokenizer, written beside "
+            "the checkpoint); base: --text-encoder as published"
+        ),
+    ] = "checkpoint",
     view: Annotated[
         list[str] | None,
         typer.Option(help="default knowledge views of the checkpoint (default: name)"),
@@ -56,6 +64,8 @@ def convert_reference(
         raise typer.BadParameter("--text-backend is transformers or sentence-transformers")
     if text_pooling not in (None, "pooler", "cls", "mean"):
         raise typer.BadParameter("--text-pooling is pooler, cls or mean")
+    if text_weights not in ("checkpoint", "base"):
+        raise typer.BadParameter("--text-weights is checkpoint or base")
     if text_pooling is not None and text_backend == "sentence-transformers":
         raise typer.BadParameter("--text-pooling needs --text-backend transformers")
     spec = reference_text_encoder(
@@ -69,6 +79,7 @@ def convert_reference(
         src,
         out,
         text_encoder=spec,
+        text_weights=text_weights,  # type: ignore[arg-type]
         views=tuple(view or REFERENCE_VIEWS),
         strict=strict,
         overwrite=force,

@@ -143,12 +143,20 @@ def randomise_norms(module: nn.Module) -> None:
                 layer.num_batches_tracked.fill_(1234)
 
 
-def reference_text_encoder_state(mlp_embed: nn.Sequential) -> dict[str, torch.Tensor]:
+def reference_text_encoder_state(
+    mlp_embed: nn.Sequential, tower: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The text side: ``mlp_embed``, the BERT tower's ``tower`` state (default: a few random
+    fragments of Bio_ClinicalBERT's) as ``bert_model.*``, and ``logit_scale``."""
     state = {f"mlp_embed.{key}": value for key, value in mlp_embed.state_dict().items()}
+    if tower is None:
+        tower = {
+            "embeddings.word_embeddings.weight": torch.randn(32, 768),
+            "encoder.layer.11.output.dense.weight": torch.randn(768, 64),
+            "pooler.dense.weight": torch.randn(768, 768),
+        }
+    state |= {f"bert_model.{key}": value for key, value in tower.items()}
     state["bert_model.embeddings.position_ids"] = torch.arange(512).unsqueeze(0)
-    state["bert_model.embeddings.word_embeddings.weight"] = torch.randn(32, 768)
-    state["bert_model.encoder.layer.11.output.dense.weight"] = torch.randn(768, 64)
-    state["bert_model.pooler.dense.weight"] = torch.randn(768, 768)
     state["logit_scale"] = torch.tensor(math.log(1 / 0.07))
     return state
 
@@ -175,10 +183,16 @@ class ReferenceModules:
 
 
 def save_reference_checkpoint(
-    path: Path, *, text_dim: int = 768, decoder_layers: int = 7, seed: int = 0
+    path: Path,
+    *,
+    text_dim: int = 768,
+    decoder_layers: int = 7,
+    seed: int = 0,
+    text_tower: dict[str, torch.Tensor] | None = None,
 ) -> ReferenceModules:
     """Random reference modules saved at ``path`` in the released layout (with optimizer and
-    scheduler state, config and epoch 3); ``text_dim`` is the width ``mlp_embed`` takes."""
+    scheduler state, config and epoch 3); ``text_dim`` is the width ``mlp_embed`` takes,
+    ``text_tower`` the state of the BERT tower stored as ``bert_model.*``."""
     torch.manual_seed(seed)
     ecg_model, tqn = reference_xresnet1d101(), RefTQN(decoder_layers)
     randomise_norms(ecg_model)
@@ -190,7 +204,7 @@ def save_reference_checkpoint(
         {
             "ecg_model": ecg_model.state_dict(),
             "model": tqn.state_dict(),
-            "text_encoder": reference_text_encoder_state(mlp_embed),
+            "text_encoder": reference_text_encoder_state(mlp_embed, text_tower),
             "optimizer": optimizer.state_dict(),
             "lr_scheduler": {"t_initial": 10, "warmup_t": 1, "last_epoch": 3},
             "config": {
