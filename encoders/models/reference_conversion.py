@@ -134,6 +134,8 @@ def convert_reference(
     existing checkpoint at ``out`` without ``overwrite``) or ``ModelNotFoundError``.
     """
     src = Path(src)
+    if text_weights not in ("checkpoint", "base"):
+        raise ValueError(f"text_weights is 'checkpoint' or 'base', got {text_weights!r}")
     destination = _destination(Path(out), overwrite)
     try:
         for view in views:
