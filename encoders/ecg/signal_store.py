@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from encoders.ecg.dataset import ECGDataset, prepared_records
 from encoders.ecg.manifest import Manifest
@@ -242,8 +244,9 @@ class SignalStore:
     def manifest(self) -> Manifest:
         """The stored records as a manifest with a ``store_row`` column (for `view`); only
         `MANIFEST_COLUMNS` are read, the others hold one shared placeholder each."""
-        table = pd.read_parquet(self.index_path, columns=list(MANIFEST_COLUMNS))
-        table["labels"] = table["labels"].map(tuple)
+        columns = pq.read_table(self.index_path, columns=list(MANIFEST_COLUMNS))
+        table = columns.drop_columns(["labels"]).to_pandas()
+        table["labels"] = _shared_label_tuples(columns.column("labels"))
         table["source"] = str(self.index_path)
         table["ok"], table["error"] = True, None
         for column in ("leads", "files", "sizes", "mtimes_ns"):
@@ -307,6 +310,20 @@ class StoreView:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}
+
+
+def _shared_label_tuples(labels: pa.ChunkedArray) -> list[tuple[str, ...]]:
+    """Each record's labels as a tuple, records with the same labels sharing one tuple, converted
+    a batch at a time: the manifest of a large store costs memory per distinct label set rather
+    than per label of every record."""
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+    out: list[tuple[str, ...]] = []
+    for chunk in labels.chunks:
+        for start in range(0, len(chunk), 8192):
+            for values in chunk.slice(start, 8192).to_pylist():
+                key = tuple(values or ())
+                out.append(shared.setdefault(key, key))
+    return out
 
 
 def _none(_: str) -> None:
