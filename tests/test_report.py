@@ -1,4 +1,4 @@
-"""``ked report``: the files of the static HTML site, self-contained, with real inputs.
+"""``ked report``: the files of the static HTML site, self-contained, with real report_inputs.
 
 The knowledge pages are tested on the curated knowledge base; the whole site (evaluation, label
 space, explanations) on the outputs of real ``ked eval`` and ``ked explain`` runs (slow: it
@@ -21,7 +21,9 @@ from kb_store.store import KnowledgeBase
 from knowledge.diff import diff_records
 from tests.conftest import REPO
 from tests.support.cli import run_ked
-from tests.support.report_inputs import EDITED, ReportInputs, edit_one_diagnosis, report_inputs
+from tests.support.report_inputs import EDITED, ReportInputs, edit_one_diagnosis
+
+pytest_plugins = ("tests.support.report_fixtures",)  # the report_inputs fixture
 
 # an attribute that names a scheme or a protocol-relative address: only data: URIs may
 EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:|//)""", re.I)
@@ -36,15 +38,6 @@ def knowledge_site(kb_copy: Path, tmp_path: Path) -> tuple[Path, Site, list[str]
     with KnowledgeBase(kb_copy, read_only=True) as kb:
         site = write_site(tmp_path / "site", kb=kb, on_page=heard.append)
     return kb_copy, site, heard
-
-
-@pytest.fixture
-def inputs(
-    embedded_kb: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    capsys: pytest.CaptureFixture[str],
-) -> ReportInputs:
-    return report_inputs(embedded_kb, tmp_path_factory.mktemp("report"), capsys)
 
 
 def assert_self_contained(site: Path) -> None:
@@ -134,35 +127,37 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
 
 
 @pytest.mark.slow
-def test_whole_site_from_real_eval_and_explain_outputs(inputs: ReportInputs) -> None:
-    assert all((inputs.site / name).is_file() for name in PAGES)
-    assert_self_contained(inputs.site)
-    space = (inputs.site / "label-space.html").read_text(encoding="utf-8")
+def test_whole_site_from_real_eval_and_explain_outputs(report_inputs: ReportInputs) -> None:
+    assert all((report_inputs.site / name).is_file() for name in PAGES)
+    assert_self_contained(report_inputs.site)
+    space = (report_inputs.site / "label-space.html").read_text(encoding="utf-8")
     assert space.count('<tr><td><a href="knowledge/') == 10  # nearest label of each, linked
-    explained = (inputs.site / "explanations.html").read_text(encoding="utf-8")
-    explanation = json.loads(next(inputs.explain.glob("explain-*.json")).read_text())
+    explained = (report_inputs.site / "explanations.html").read_text(encoding="utf-8")
+    explanation = json.loads(next(report_inputs.explain.glob("explain-*.json")).read_text())
     assert f"{explanation['label']} <span" in explained
     assert explained.count('<img src="data:image/png') == 1
 
 
 @pytest.mark.slow
-def test_a_plot_without_its_json_is_shown_alone(inputs: ReportInputs, tmp_path: Path) -> None:
+def test_a_plot_without_its_json_is_shown_alone(
+    report_inputs: ReportInputs, tmp_path: Path
+) -> None:
     """As ``ked demo`` writes it: the explanation's PNG, no JSON."""
-    png = next(inputs.explain.glob("explain-*.png"))
+    png = next(report_inputs.explain.glob("explain-*.png"))
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / png.name).write_bytes(png.read_bytes())
     [alone] = read_explanations(tmp_path / "plots")
     assert alone.explanation is None and alone.plot is not None
-    with KnowledgeBase(inputs.db, read_only=True) as kb:
+    with KnowledgeBase(report_inputs.db, read_only=True) as kb:
         site = write_site(tmp_path / "site", kb=kb, explanations=[alone])
     html = (site.out / "explanations.html").read_text(encoding="utf-8")
     assert f'<section id="{png.stem}">' in html and f'src="{alone.plot}"' in html
 
 
 @pytest.mark.slow
-def test_evaluation_page_shows_report_json_and_the_plots(inputs: ReportInputs) -> None:
-    report = json.loads((inputs.eval / "report.json").read_text())
-    html = (inputs.site / "evaluation.html").read_text(encoding="utf-8")
+def test_evaluation_page_shows_report_json_and_the_plots(report_inputs: ReportInputs) -> None:
+    report = json.loads((report_inputs.eval / "report.json").read_text())
+    html = (report_inputs.site / "evaluation.html").read_text(encoding="utf-8")
     for name, condition in report["conditions"].items():
         assert f'<tr data-condition="{name}">' in html
         macro = condition["macro"]["auroc"]

@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support.report_inputs import ReportInputs, report_inputs
+from tests.support.report_inputs import ReportInputs
+
+pytest_plugins = ("tests.support.report_fixtures",)  # the report_inputs fixture
 
 pytestmark = pytest.mark.slow
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
@@ -59,15 +61,6 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture
-def inputs(
-    embedded_kb: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    capsys: pytest.CaptureFixture[str],
-) -> ReportInputs:
-    return report_inputs(embedded_kb, tmp_path_factory.mktemp("report"), capsys)
-
-
 class Visit:
     """One page load: its console messages, page errors and requests, recorded by listeners."""
 
@@ -91,9 +84,9 @@ def _local_path(url: str) -> tuple[Path, str]:
 
 
 def test_every_page_loads_cleanly_and_every_link_resolves(
-    browser: Browser, inputs: ReportInputs, tmp_path: Path
+    browser: Browser, report_inputs: ReportInputs, tmp_path: Path
 ) -> None:
-    site = inputs.site.resolve()
+    site = report_inputs.site.resolve()
     pages = sorted(site.rglob("*.html"))
     ids: dict[Path, set[str]] = {}
     links: list[tuple[Path, str]] = []
@@ -132,11 +125,11 @@ def _shown(estimate: dict[str, Any]) -> list[float]:
 
 
 def test_per_label_table_shows_the_numbers_of_report_json(
-    browser: Browser, inputs: ReportInputs
+    browser: Browser, report_inputs: ReportInputs
 ) -> None:
-    report = json.loads((inputs.eval / "report.json").read_text())
+    report = json.loads((report_inputs.eval / "report.json").read_text())
     page = browser.new_page()
-    page.goto((inputs.site.resolve() / "evaluation.html").as_uri())
+    page.goto((report_inputs.site.resolve() / "evaluation.html").as_uri())
     rows = page.eval_on_selector_all(
         "#per-label-table tbody tr",
         """rows => rows.map(row => [row.dataset.label, row.cells[1].innerText,

@@ -1,7 +1,8 @@
-"""Real inputs for the HTML report's tests, built once per test process: a knowledge base with a
-second, edited version of one diagnosis; the output folders of a real ``ked eval`` and
-``ked explain`` run with a small checkpoint pretrained for two steps on the packaged sample;
-and the site ``ked report`` writes of them."""
+"""Real inputs for the HTML report's tests: a knowledge base with a second, edited version of
+one diagnosis; the output folders of a real ``ked eval`` and ``ked explain`` run with a small
+checkpoint pretrained for two steps on the packaged sample; and the site ``ked report`` writes of
+them (the ``report_inputs`` fixture of tests/support/report_fixtures.py builds them once per test
+process)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,6 @@ class ReportInputs:
     eval: Path  # `ked eval --out`
     explain: Path  # `ked explain --out`
     site: Path  # `ked report --out` of the above, the evaluated labels' label space
-
-
-_built: dict[Path, ReportInputs] = {}
 
 
 def edit_one_diagnosis(db: Path) -> None:
@@ -56,13 +54,10 @@ def _ok(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return out
 
 
-def report_inputs(
+def build_report_inputs(
     embedded_kb: Path, folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> ReportInputs:
-    """The inputs and their site, built in ``folder`` on the first call of this process and
-    reused after (tests only read them)."""
-    if embedded_kb in _built:
-        return _built[embedded_kb]
+    """Build the inputs and their site in ``folder``."""
     db = copy_kb(embedded_kb, folder)
     edit_one_diagnosis(db)
     run, evaluation, explain = folder / "run", folder / "eval", folder / "explain"
@@ -79,5 +74,4 @@ def report_inputs(
     site = folder / "site"
     _ok(capsys, *common, "report", "--out", str(site), "--eval", str(evaluation), "--explain",
         str(explain))  # fmt: skip
-    _built[embedded_kb] = ReportInputs(db, run, evaluation, explain, site)
-    return _built[embedded_kb]
+    return ReportInputs(db, run, evaluation, explain, site)
