@@ -59,7 +59,8 @@ def test_released_layout_loads_with_identical_outputs(released: ReferenceModules
             loaded.decoder(labels, tokens), released.tqn(tokens, labels), rtol=1e-4, atol=1e-5
         )
         adapter = LabelAdapter(768, residual=False)
-        assert loaded.label_adapter_state is not None
+        assert loaded.label_adapter_state is not None and loaded.text_tower_state is not None
+        assert "pooler.dense.weight" in loaded.text_tower_state  # bert_model.* without prefix
         adapter.load_state_dict(loaded.label_adapter_state)
         torch.testing.assert_close(adapter(labels), released.mlp_embed(labels))
 
