@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,11 @@ from encoders.text import EncoderSpec
 from ked.cli.common import open_kb, progress
 from ked.cli.embed_commands import DeviceOption
 from ked.cli.text_options import text_encoder_options
+
+if TYPE_CHECKING:
+    from encoders.evaluation.label_space import LabelSpace
+    from encoders.report import Site
+    from kb_store.store import KnowledgeBase
 
 
 @text_encoder_options()
@@ -50,13 +55,15 @@ def report(
     """Write a static HTML report: knowledge with provenance, versions and diffs; the label
     space; an evaluation's per-label table and ROC curves; explanations. No server needed."""
     from encoders.report import label_space, read_evaluation, read_explanations, write_site
+    from kb_store.connection import read_or_write
 
     if vocab is not None and labels:
         raise typer.BadParameter("give at most one of --vocab and --labels")
     evaluation = read_evaluation(eval_folder) if eval_folder is not None else None
     explanations = read_explanations(explain) if explain is not None else []
     chosen = labels or (evaluation.labels if evaluation is not None and vocab is None else [])
-    with open_kb(ctx) as kb:
+
+    def build(kb: KnowledgeBase) -> tuple[Site, LabelSpace | None]:
         space = None
         if vocab is not None or len(chosen) >= 2:
             space = label_space(
@@ -68,8 +75,7 @@ def report(
                 checkpoint=checkpoint,
                 device=device,
             )
-        bar = progress(0, "writing pages", unit="page")
-        try:
+        with progress(0, "rendering pages", unit="page") as bar:
             site = write_site(
                 out,
                 kb=kb,
@@ -80,8 +86,12 @@ def report(
                 threshold=threshold,
                 on_page=lambda _: bar.update(1),
             )
-        finally:
-            bar.close()
+        return site, space
+
+    # read-only unless label texts must be embedded first: other jobs can share the file
+    site, space = read_or_write(
+        lambda read_only: open_kb(ctx, read_only=read_only), build, what="report"
+    )
     parts = [f"{site.diagnoses} diagnoses"]
     parts += ["label space"] if space is not None else []
     parts += ["evaluation"] if evaluation is not None else []
