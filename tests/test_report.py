@@ -138,6 +138,22 @@ def test_whole_site_from_real_eval_and_explain_outputs(report_inputs: ReportInpu
     assert explained.count('<img src="data:image/png') == 1
 
 
+def test_a_rerun_replaces_the_site_and_removes_only_its_own_stale_pages(
+    knowledge_site: tuple[Path, Site, list[str]],
+) -> None:
+    db, site, _ = knowledge_site
+    renamed = site.out / "knowledge" / "1-an-old-name.html"
+    renamed.write_text("<p>a page an earlier run wrote</p>")
+    mine = site.out / "notes.html"
+    mine.write_text("<p>the user's own file</p>")
+    listed = site.out / ".ked-report-pages"
+    listed.write_text(listed.read_text() + "knowledge/1-an-old-name.html\n")
+    with KnowledgeBase(db, read_only=True) as kb:
+        again = write_site(site.out, kb=kb)
+    assert again.pages == site.pages and not renamed.exists() and mine.exists()
+    assert listed.read_text().splitlines() == site.pages
+
+
 @pytest.mark.slow
 def test_a_plot_without_its_json_is_shown_alone(
     report_inputs: ReportInputs, tmp_path: Path

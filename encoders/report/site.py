@@ -10,7 +10,9 @@ Pages (paths from the site's root, links between them relative):
 - ``explanations.html``: ``ked explain`` outputs with their plots.
 
 CSS is inline and images are ``data:`` URIs. Every page is rendered before any is written, and
-each file is written atomically, so a failed run leaves the previous site as it was.
+each file is written atomically, so a failed run leaves the previous site as it was. The site's
+``.ked-report-pages`` lists the pages written; a later run into the same folder removes those of
+its pages it no longer writes (a renamed diagnosis, an evaluation left out), and no other file.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from kb_store.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
+PAGE_LIST = ".ked-report-pages"
 INDEX, LABEL_SPACE, EVALUATION, EXPLANATIONS = (
     "index.html",
     "label-space.html",
@@ -77,6 +80,18 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def _remove_stale(out: Path, pages: Sequence[str]) -> None:
+    """Remove the pages an earlier run listed and this one does not write."""
+    listed = out / PAGE_LIST
+    if not listed.is_file():
+        return
+    for name in set(listed.read_text(encoding="utf-8").splitlines()) - set(pages):
+        page = out / name
+        if name.endswith(".html") and page.resolve().is_relative_to(out.resolve()):
+            page.unlink(missing_ok=True)
+            log.info("removed %s, which this report no longer has", page)
 
 
 def _heatmap(space: LabelSpace) -> str:
@@ -153,7 +168,10 @@ def write_site(
         )
     if explanations:
         render(EXPLANATIONS, "explanations.html.j2", root="", explanations=explanations)
+    out = Path(out)
     for name, html in pages.items():  # all rendered: nothing is written if one fails
-        _write(Path(out) / name, html)
+        _write(out / name, html)
+    _remove_stale(out, list(pages))
+    _write(out / PAGE_LIST, "".join(f"{name}\n" for name in pages))
     log.info("wrote %d pages to %s", len(pages), out)
-    return Site(Path(out), list(pages), len(diagnoses))
+    return Site(out, list(pages), len(diagnoses))
