@@ -104,7 +104,7 @@ def test_view_bank_draws_one_view_per_label_and_averages_outside_training() -> N
 def test_centred_label_space_is_stored_and_applied() -> None:
     model = KedModel(ModelConfig(encoder="xresnet1d_small", text_dim=8, center_labels=True))
     texts = torch.nn.functional.normalize(torch.randn(10, 8) + 3.0, dim=-1)
-    model.set_label_center(texts)
+    model.fit_label_space(texts)
     assert torch.allclose(model.label_center, texts.mean(0))
     assert "label_center" in model.state_dict()
     centred = model.label_space(texts)
@@ -112,7 +112,30 @@ def test_centred_label_space_is_stored_and_applied() -> None:
     after = (centred @ centred.T).fill_diagonal_(0).mean()
     assert after < before - 0.5  # the shared direction no longer dominates
     with pytest.raises(ValueError, match="center_labels"):
-        KedModel(ModelConfig(encoder="xresnet1d_small", text_dim=8)).set_label_center(texts)
+        KedModel(ModelConfig(encoder="xresnet1d_small", text_dim=8)).fit_label_space(texts)
+
+
+def test_whitened_label_space_separates_near_duplicate_labels() -> None:
+    # Texts vary mostly along 3 directions; two labels differ along a direction they rarely use,
+    # as a text encoder puts "left" and "right bundle branch block" together.
+    config = ModelConfig(encoder="xresnet1d_small", text_dim=16, center_labels=True)
+    generator = torch.Generator().manual_seed(0)
+    main = torch.randn(40, 3, generator=generator) @ torch.randn(3, 16, generator=generator)
+    texts = main + 0.05 * torch.randn(40, 16, generator=generator) + 4.0
+    quiet = torch.linalg.svd(texts - texts.mean(0)).Vh[-1]  # the least-used direction
+    pair = torch.stack([texts[0] + quiet, texts[0] - quiet])
+    texts, pair = (torch.nn.functional.normalize(t, dim=-1) for t in (texts, pair))
+    centred = KedModel(config)
+    centred.fit_label_space(texts)
+    whitened = KedModel(replace(config, whiten_labels=0.1))
+    whitened.fit_label_space(texts)
+    assert "label_whitening" in whitened.state_dict()
+    cosine = [float(m.label_space(pair).prod(0).sum()) for m in (centred, whitened)]
+    assert cosine[1] < cosine[0] - 0.3  # the twins are far apart once whitened
+    space = whitened.label_space(texts)
+    assert torch.allclose(space.norm(dim=-1), torch.ones(40))
+    with pytest.raises(ValueError, match="whiten_labels"):
+        KedModel(replace(config, whiten_labels=0.0))
 
 
 def test_augmentation_is_seeded_and_changes_what_it_should() -> None:

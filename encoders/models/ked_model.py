@@ -3,7 +3,9 @@
 ECG -> encoder features (B, C_ecg, T') -> mean over time -> projection into the label-vector
 space (B, D). Label vectors (C, D) come from the embedding cache, optionally centred (the mean
 of the pretraining label texts, a buffer stored with the weights, is subtracted and the result
-renormalised, so that the direction every ECG text shares stops dominating the cosine) and
+renormalised, so that the direction every ECG text shares stops dominating the cosine),
+optionally whitened (ZCA with the pretraining texts' shrunk covariance, also stored: labels the
+text encoder puts close together, such as left and right bundle branch block, move apart), and
 optionally through a trainable adapter; the text encoder never runs here. The default head
 scores each pair by a scaled cosine plus a bias; the label-query decoder is an option.
 """
@@ -40,6 +42,8 @@ class ModelConfig:
     projection_hidden: int | None = None
     adapter: bool = False
     center_labels: bool = False
+    whiten_labels: float | None = None
+    """Shrinkage of the label whitening (0-1, towards the identity); None: no whitening."""
     head: Head = "cosine"
     decoder_kwargs: dict[str, Any] = field(default_factory=dict)
     adapter_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -66,6 +70,7 @@ class ModelOutput:
 
 class KedModel(nn.Module):
     label_center: torch.Tensor  # (D,) buffer, only when built with center_labels
+    label_whitening: torch.Tensor  # (D, D) buffer, only when built with whiten_labels
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -78,6 +83,10 @@ class KedModel(nn.Module):
         )
         if config.center_labels:
             self.register_buffer("label_center", torch.zeros(config.text_dim))
+        if config.whiten_labels is not None:
+            if not config.center_labels or not 0 < config.whiten_labels <= 1:
+                raise ValueError("whiten_labels needs center_labels and a shrinkage in (0, 1]")
+            self.register_buffer("label_whitening", torch.eye(config.text_dim))
         self.head = CosineScoringHead() if config.head == "cosine" else None
         self.decoder = (
             LabelQueryDecoder(label_dim=config.label_dim, ecg_dim=width, **config.decoder_kwargs)
@@ -93,16 +102,23 @@ class KedModel(nn.Module):
         """One projected vector per recording (B, D)."""
         return self.projection(self.encoder.pool(self.features(x)))
 
-    def set_label_center(self, texts: torch.Tensor) -> None:
-        """Centre label vectors on the mean of ``texts`` (N, D), the pretraining label texts."""
+    def fit_label_space(self, texts: torch.Tensor) -> None:
+        """Centre (and whiten, if so built) label vectors with the statistics of ``texts``
+        (N, D), the pretraining label texts."""
         if not self.config.center_labels:
             raise ValueError("this model was built without center_labels")
-        self.label_center.copy_(texts.detach().float().mean(0))
+        texts = texts.detach().float()
+        self.label_center.copy_(texts.mean(0))
+        if self.config.whiten_labels is not None:
+            self.label_whitening.copy_(_whitening(texts, self.config.whiten_labels))
 
     def label_space(self, label_vectors: torch.Tensor) -> torch.Tensor:
         """Cached label vectors as the model scores them: centred (if so built), then adapted."""
         if self.config.center_labels:
-            label_vectors = F.normalize(label_vectors - self.label_center, dim=-1)
+            label_vectors = label_vectors - self.label_center
+            if self.config.whiten_labels is not None:
+                label_vectors = label_vectors @ self.label_whitening
+            label_vectors = F.normalize(label_vectors, dim=-1)
         return self.adapter(label_vectors)
 
     def forward(self, x: torch.Tensor, label_vectors: torch.Tensor) -> ModelOutput:
@@ -123,3 +139,14 @@ class KedModel(nn.Module):
             assert self.head is not None
             logits = self.head(ecg, labels)
         return ModelOutput(logits, ecg, labels)
+
+
+def _whitening(texts: torch.Tensor, shrinkage: float) -> torch.Tensor:
+    """ZCA whitening matrix (D, D) of ``texts`` (N, D), its covariance shrunk towards the
+    identity: ``(1 - shrinkage) * cov + shrinkage * mean variance * I``. A few hundred texts
+    span a small part of the space, so some shrinkage is needed."""
+    centred = F.normalize(texts, dim=-1) - F.normalize(texts, dim=-1).mean(0)
+    cov = centred.T @ centred / max(len(texts) - 1, 1)
+    target = cov.diagonal().mean() * torch.eye(cov.shape[0])
+    values, vectors = torch.linalg.eigh((1 - shrinkage) * cov + shrinkage * target)
+    return vectors @ torch.diag(values.clamp(min=1e-12).rsqrt()) @ vectors.T

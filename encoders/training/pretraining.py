@@ -69,7 +69,9 @@ class PretrainConfig:
     text: EncoderSpec = field(default_factory=EncoderSpec)
     model: ModelConfig = field(
         default_factory=lambda: ModelConfig(
-            encoder=recipe.ENCODER, center_labels=recipe.CENTER_LABELS
+            encoder=recipe.ENCODER,
+            center_labels=recipe.CENTER_LABELS,
+            whiten_labels=recipe.WHITEN_LABELS,
         )
     )
     preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(crop="random"))
@@ -141,7 +143,7 @@ def pretrain(
     vectors = torch.from_numpy(setup.vectors)
     model = KedModel(replace(config.model, text_dim=int(vectors.shape[-1])))
     if config.model.center_labels:
-        model.set_label_center(vectors.reshape(-1, vectors.shape[-1]))
+        model.fit_label_space(vectors.reshape(-1, vectors.shape[-1]))
     run = Run(
         out=config.out,
         entries=setup.entries,

@@ -57,6 +57,13 @@ def pretrain_command(
     center_labels: Annotated[
         bool, typer.Option(help="centre label vectors on the mean training text")
     ] = recipe.CENTER_LABELS,
+    whiten_labels: Annotated[
+        float,
+        typer.Option(
+            help="whiten label vectors, their covariance shrunk this much towards the identity "
+            "(0: off; needs --center-labels)"
+        ),
+    ] = recipe.WHITEN_LABELS or 0.0,
     augment: Annotated[
         bool, typer.Option(help="shift, gain, wander, noise and lead dropout in training")
     ] = recipe.AUGMENT,
@@ -111,6 +118,8 @@ def pretrain_command(
         raise typer.BadParameter(f"--targets is one of {', '.join(recipe.TARGET_CHOICES)}")
     if (store is None) == (not data):
         raise typer.BadParameter("give exactly one of --data and --store")
+    if whiten_labels and not center_labels:
+        raise typer.BadParameter("--whiten-labels needs --center-labels (or --whiten-labels 0)")
     if rescan and data:
         rescan_manifests(data)
     config = PretrainConfig(
@@ -129,6 +138,7 @@ def pretrain_command(
             head=head,  # type: ignore[arg-type]
             adapter=adapter,
             center_labels=center_labels,
+            whiten_labels=whiten_labels or None,
         ),
         preprocessing=Preprocessing(crop="random"),
         loop=LoopSettings(
