@@ -17,6 +17,7 @@ from kb_store.store import KnowledgeBase
 from ked.cli import labels_commands
 from ked.cli.common import CliState
 from tests.conftest import copy_kb
+from tests.support.cli import run_ked
 from tests.test_cli_knowledge import ked
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,13 @@ def test_similarity_command(label_db: Path, spaces: dict[str, LabelSpace], tmp_p
     assert report["encoder"]["model"]
 
 
-def test_similarity_command_errors(label_db: Path) -> None:
+def test_similarity_command_errors(label_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, output = invoke(label_db, "similarity", "--labels", LBBB, "--view", "names")
     assert code == 2 and "unknown view 'names'" in output
     code, output = invoke(label_db, "similarity")
     assert code == 2 and "exactly one of --vocab and --labels" in output
-    code, output = invoke(label_db, "similarity", "--labels", LBBB)
-    assert code == 2 and "at least two labels" in output
+    code, _, err = run_ked(capsys, "--db", str(label_db), "labels", "similarity", "--labels", LBBB)
+    assert code == 2 and err == "error: compare at least two labels\n"
 
 
 def test_ked_labels_similarity_subprocess(label_db: Path) -> None:

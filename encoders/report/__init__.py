@@ -5,14 +5,15 @@ site = write_site(
     kb=kb,
     evaluation=read_evaluation(Path("eval")),         # a `ked eval --out` folder
     explanations=read_explanations(Path("explain")),  # a `ked explain --out` folder
-    label_space=label_space(kb, vocab="ptbxl", view="full"),
+    label_space=label_spaces(kb, ["full"], vocab="ptbxl").spaces["full"],
 )
 
 - :func:`write_site` -> :class:`Site`: static pages with inline CSS, images as ``data:`` URIs,
   relative links only and no script (`encoders.report.site`).
 - :func:`read_evaluation`, :func:`read_explanations`: the outputs of ``ked eval`` and
   ``ked explain``, read as written (`encoders.report.inputs`).
-- :func:`label_space`: the label vectors the heatmap shows (`encoders.report.label_vectors`).
+The heatmap's label space comes from `encoders.inference.label_spaces.label_spaces`, as for
+``ked labels similarity``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from encoders.report.inputs import (
     read_evaluation,
     read_explanations,
 )
-from encoders.report.label_vectors import label_space
 from encoders.report.site import Site, write_site
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "ExplanationInput",
     "ReportInputError",
     "Site",
-    "label_space",
     "read_evaluation",
     "read_explanations",
     "write_site",

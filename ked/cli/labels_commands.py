@@ -118,36 +118,25 @@ def similarity(
     embed_missing: EmbedMissingOption = True,
 ) -> None:
     """Cosine similarity of label vectors: the most confusable pairs per view, views compared."""
-    from encoders.evaluation.label_space import LabelSpace, compare_views
-    from encoders.text import Embedder, label_entries, label_matrix
+    from encoders.evaluation.label_space import compare_views
+    from encoders.inference.label_spaces import label_spaces
 
     require_label_source(vocab, labels)
     views = _views(view)
     with open_kb(ctx, read_only=not embed_missing) as kb:
-        entries = label_entries(kb, vocab=vocab, labels=labels or [])
-        if len(entries) < 2:
-            raise typer.BadParameter("compare at least two labels")
-        if checkpoint is not None:
-            from encoders.inference.zeroshot import ZeroShotClassifier
-            from encoders.training import load_checkpoint
-
-            classifier = ZeroShotClassifier(load_checkpoint(checkpoint), kb, device=device)
-            embedder = classifier.embedder
-            spaces = {
-                v: classifier.scoring_space(
-                    classifier.label_vectors(vocab=vocab, labels=labels or [], views=v.split("+"))
-                )
-                for v in views
-            }
-        else:
-            embedder = Embedder(kb, text, device=device, batch_size=batch_size)
-            spaces = {
-                v: LabelSpace.from_matrix(
-                    label_matrix(embedder, entries, v.split("+"), embed_missing=embed_missing), v
-                )
-                for v in views
-            }
-    names = _display(entries)
+        found = label_spaces(
+            kb,
+            views,
+            vocab=vocab,
+            labels=labels or [],
+            text=text,
+            checkpoint=checkpoint,
+            device=device,
+            batch_size=batch_size,
+            embed_missing=embed_missing,
+        )
+    spaces = found.spaces
+    names = _display(found.entries)
     for space in spaces.values():
         _print_view(space, names, top, threshold)
         typer.echo("")
@@ -162,8 +151,8 @@ def similarity(
         typer.echo(f"wrote {path}")
     report = {
         "vocab": vocab,
-        "encoder_fingerprint": embedder.fingerprint,
-        "encoder": embedder.description,
+        "encoder_fingerprint": found.fingerprint,
+        "encoder": found.encoder,
         "heatmap_order": f"average-linkage clustering of the {views[0]} view, for every view",
         "views": {v: space.to_dict(top, threshold) for v, space in spaces.items()},
         "comparison": comparison.to_dict(),

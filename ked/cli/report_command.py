@@ -54,7 +54,8 @@ def report(
 ) -> None:
     """Write a static HTML report: knowledge with provenance, versions and diffs; the label
     space; an evaluation's per-label table and ROC curves; explanations. No server needed."""
-    from encoders.report import label_space, read_evaluation, read_explanations, write_site
+    from encoders.inference.label_spaces import label_spaces
+    from encoders.report import read_evaluation, read_explanations, write_site
     from kb_store.connection import read_or_write
 
     if vocab is not None and labels:
@@ -66,15 +67,16 @@ def report(
     def build(kb: KnowledgeBase) -> tuple[Site, LabelSpace | None]:
         space = None
         if vocab is not None or len(chosen) >= 2:
-            space = label_space(
+            space = label_spaces(
                 kb,
+                [view],
                 vocab=vocab,
                 labels=chosen,
-                view=view,
                 text=text,
                 checkpoint=checkpoint,
                 device=device,
-            )
+                fallback_to_name=True,
+            ).spaces[view]
         with progress(0, "rendering pages", unit="page") as bar:
             site = write_site(
                 out,
