@@ -99,7 +99,7 @@ def recordings(root: Path) -> str:
         [train[train["rhythm:AFIB"] == 1][2:5], train[train["rhythm:AFIB"] == 0][6:11]]
     )
     subset = pd.concat([*picked, test.assign(split="test")])
-    with np.load(folder / "ptbxl_400.npz") as archive:
+    with np.load(folder / "ptbxl_400.npz", allow_pickle=False) as archive:
         signals = archive["signals"][subset.index.to_numpy()]
     data = root / "recordings"
     data.mkdir()
@@ -254,7 +254,9 @@ def test_ked_eval_encode_and_finetune_accept_the_converted_checkpoint(
     record_ids, x = _windows(recordings, converted)
     with torch.no_grad():
         pooled = reference.ecg_model(x).mean(-1).numpy()
-    np.testing.assert_allclose(np.load(embeddings), pooled, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(embeddings, allow_pickle=False), pooled, rtol=1e-4, atol=1e-5
+    )
     sidecar = json.loads(embeddings.with_name("vectors.npy.json").read_text())
     assert sidecar["record_ids"] == record_ids
 
