@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import openai
 
@@ -42,7 +42,7 @@ from knowledge.vocab import load_vocabulary
 
 log = logging.getLogger(__name__)
 
-COMPLETION_WINDOW = "24h"
+COMPLETION_WINDOW: Final = "24h"
 
 
 @dataclass(frozen=True)

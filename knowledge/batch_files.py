@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ked.errors import UserError
 from knowledge.llm import LLMSettings, chat_messages, chat_request, record_params
@@ -27,7 +27,7 @@ from knowledge.names import normalize_name
 from knowledge.prompting import KnowledgePrompts, sha256_text
 
 STATE_VERSION = 1
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 # Settings a request is built with; the server's URL, timeout and retries are the caller's.
 _REQUEST_SETTINGS = ("model", "temperature", "max_tokens", "max_repairs", "prompt")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from encoders.evaluation.label_space import LabelSpace
 from encoders.inference.zeroshot import ZeroShotClassifier
@@ -24,7 +25,7 @@ class LabelSpaces:
     entries: list[LabelEntry]
     spaces: dict[str, LabelSpace]
     fingerprint: str
-    encoder: str
+    encoder: dict[str, Any]
 
 
 def label_spaces(

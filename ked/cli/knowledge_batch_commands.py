@@ -61,7 +61,8 @@ def prepare(
         raise typer.BadParameter(f"--prompt is one of {', '.join(PROMPT_VARIANTS)}")
     if output_mode not in set(OutputMode):
         raise typer.BadParameter(f"--output-mode is one of {', '.join(OutputMode)}")
-    wanted, contexts = list(labels or []), {}
+    wanted = list(labels or [])
+    contexts: dict[str, str] = {}
     if file is not None:
         wanted += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if vocab is not None:
