@@ -1,15 +1,23 @@
-"""Knowledge base export to, and validated idempotent import from, JSON Lines."""
+"""Knowledge base export to, and validated idempotent import from, JSON Lines.
+
+Each line carries its version's review (status, time, note), so an accepted or rejected LLM
+record keeps that decision in another knowledge base. An imported review applies to the
+versions the import adds; a version already stored keeps the review it has there. A line
+without a review gets the status its source implies (curated accepted, others proposed).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from kb_store.store import KnowledgeBase, Provenance, StoredKnowledge
+from kb_store.store import KnowledgeBase, Provenance, Status, StoredKnowledge, initial_status
+from ked.config import KNOWLEDGE_STATUSES
 from ked.errors import UserError
 from knowledge.schema import DiagnosisKnowledge, format_validation_errors
 
@@ -26,6 +34,22 @@ class JsonlImport:
     unchanged: int
 
 
+@dataclass(frozen=True)
+class Review:
+    """A version's review as exported: its status, when it was set, and the reviewer's note."""
+
+    status: Status
+    reviewed_at: datetime | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class _Line:
+    record: DiagnosisKnowledge
+    provenance: Provenance
+    review: Review | None
+
+
 def entry(stored: StoredKnowledge) -> dict[str, Any]:
     """One exported line: the record, its diagnosis, version and provenance."""
     return {
@@ -35,6 +59,11 @@ def entry(stored: StoredKnowledge) -> dict[str, Any]:
         "content_sha256": stored.content_sha256,
         "provenance": asdict(stored.provenance),
         "record": stored.record.model_dump(mode="json"),
+        "review": {
+            "status": stored.status,
+            "reviewed_at": stored.reviewed_at.isoformat() if stored.reviewed_at else None,
+            "note": stored.review_note,
+        },
     }
 
 
@@ -49,7 +78,7 @@ def export_jsonl(kb: KnowledgeBase, out: Path, *, all_versions: bool = False) ->
     return len(rows)
 
 
-def _parse_line(path: Path, number: int, line: str) -> tuple[DiagnosisKnowledge, Provenance]:
+def _parse_line(path: Path, number: int, line: str) -> _Line:
     where = f"{path}:{number}"
     try:
         data = json.loads(line)
@@ -65,7 +94,22 @@ def _parse_line(path: Path, number: int, line: str) -> tuple[DiagnosisKnowledge,
     if prov.get("source") not in _SOURCES:
         raise ImportFileError(f"{where}: provenance.source must be one of {sorted(_SOURCES)}")
     known = set(Provenance.__dataclass_fields__)
-    return record, Provenance(**{k: v for k, v in prov.items() if k in known})
+    provenance = Provenance(**{k: v for k, v in prov.items() if k in known})
+    return _Line(record, provenance, _parse_review(where, data.get("review")))
+
+
+def _parse_review(where: str, data: Any) -> Review | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or data.get("status") not in KNOWLEDGE_STATUSES:
+        raise ImportFileError(
+            f"{where}: review.status must be one of {', '.join(KNOWLEDGE_STATUSES)}"
+        )
+    try:
+        when = datetime.fromisoformat(data["reviewed_at"]) if data.get("reviewed_at") else None
+    except (TypeError, ValueError):
+        raise ImportFileError(f"{where}: review.reviewed_at is not an ISO 8601 time") from None
+    return Review(data["status"], when, data.get("note"))
 
 
 def import_jsonl(kb: KnowledgeBase, path: Path) -> JsonlImport:
@@ -79,6 +123,22 @@ def import_jsonl(kb: KnowledgeBase, path: Path) -> JsonlImport:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
         if line.strip()
     ]
-    results = kb.add_many(items)
+    with kb.transaction():  # records and their reviews land together
+        results = kb.add_many([(line.record, line.provenance) for line in items])
+        for line, result in zip(items, results, strict=True):
+            review = line.review
+            if result.created and review is not None and _reviewed(review, line.provenance):
+                kb.set_status(
+                    result.diagnosis.id,
+                    review.status,
+                    version=result.version,
+                    note=review.note,
+                    reviewed_at=review.reviewed_at,
+                )
     added = sum(result.created for result in results)
     return JsonlImport(added=added, unchanged=len(results) - added)
+
+
+def _reviewed(review: Review, provenance: Provenance) -> bool:
+    """Whether a review says more than the status the record's source gives it anyway."""
+    return review.reviewed_at is not None or review.status != initial_status(provenance.source)

@@ -310,14 +310,18 @@ class KnowledgeBase:
         *,
         version: int | None = None,
         note: str | None = None,
+        reviewed_at: datetime | None = None,
     ) -> StoredKnowledge:
-        """Accept or reject (or send back to review) one version, the latest by default."""
+        """Accept or reject (or send back to review) one version, the latest by default.
+
+        ``reviewed_at`` keeps the time of a review made elsewhere (an imported one); default now.
+        """
         usable_statuses([status])  # a clear error for an unknown status
         stored = self.version(diagnosis_id, version)
         self.con.execute(
-            "UPDATE knowledge SET status = ?, review_note = ?, reviewed_at = current_timestamp "
-            "WHERE diagnosis_id = ? AND version = ?",
-            [status, note, diagnosis_id, stored.version],
+            "UPDATE knowledge SET status = ?, review_note = ?, "
+            "reviewed_at = coalesce(?, current_timestamp) WHERE diagnosis_id = ? AND version = ?",
+            [status, note, reviewed_at, diagnosis_id, stored.version],
         )
         return self.version(diagnosis_id, stored.version)
 

@@ -12,6 +12,7 @@ import pytest
 from encoders.text import label_entries, view_texts
 from kb_store import migrations
 from kb_store.connection import KnowledgeBaseError
+from kb_store.jsonl import ImportFileError, export_jsonl, import_jsonl
 from kb_store.store import KnowledgeBase, Provenance, UnknownVersionError
 from ked.config import InvalidSettingError, Settings
 from knowledge.curated import load_pack
@@ -88,6 +89,42 @@ def test_status_follows_the_source_and_review_changes_what_is_usable(db_path: Pa
     with KnowledgeBase(db_path, usable=["accepted", "rejected"]) as kb:
         assert kb.usable(af).version == 3  # type: ignore[union-attr]
         assert [s.version for s in kb.all_usable()] == [3]
+
+
+def test_reviews_travel_with_an_export_and_apply_to_what_the_import_adds(
+    tmp_path: Path,
+) -> None:
+    source, target, out = tmp_path / "a.duckdb", tmp_path / "b.duckdb", tmp_path / "kb.jsonl"
+    with KnowledgeBase(source) as kb:
+        af = kb.add_knowledge(AF, Provenance("curated", pack_version="1")).diagnosis.id
+        kb.add_knowledge(DiagnosisKnowledge.model_validate(llm_af()), Provenance("llm"))
+        manual = kb.add_knowledge(
+            AF.model_copy(update={"caveats": ["by hand"]}), Provenance("manual")
+        )
+        rejected = kb.set_status(af, "rejected", version=2, note="AF is irregular")
+        kb.set_status(af, "accepted", version=manual.version)
+        export_jsonl(kb, out, all_versions=True)
+    with KnowledgeBase(target) as kb:
+        assert import_jsonl(kb, out).added == 3
+        versions = kb.history(kb.named("atrial fibrillation").id)
+        assert [v.status for v in versions] == ["accepted", "rejected", "accepted"]
+        assert versions[0].reviewed_at is None  # curated: accepted by its source, not reviewed
+        assert (versions[1].review_note, versions[1].reviewed_at) == (
+            "AF is irregular",
+            rejected.reviewed_at,
+        )
+        kb.set_status(versions[2].diagnosis.id, "proposed", version=3)
+        assert import_jsonl(kb, out).added == 0  # stored versions keep the review they have here
+        assert kb.version(versions[2].diagnosis.id, 3).status == "proposed"
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines[1]["review"] = {"status": "approved"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    with (
+        KnowledgeBase(tmp_path / "c.duckdb") as kb,
+        pytest.raises(ImportFileError, match=r":2: review\.status"),
+    ):
+        import_jsonl(kb, bad)
 
 
 def test_the_setting_defaults_to_accepted_and_comes_from_flag_or_environment() -> None:
