@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,7 +153,8 @@ def test_converted_checkpoint_records_the_reference_setup_and_its_outputs(
     assert config["preprocessing"]["fs"] == 100 and config["preprocessing"]["window_s"] == 10
     assert config["preprocessing"]["normalize"] == "zscore"
     text = config["text_encoder"]
-    assert text["model"] == str(converted.with_name("best.text_encoder"))
+    assert text["model"] == "./best.text_encoder"  # beside the checkpoint, wherever it moves
+    assert checkpoint.text_encoder["model"] == str(converted.with_name("best.text_encoder"))
     assert (text["backend"], text["pooling"], text["max_length"]) == ("transformers", "pooler", 256)
     assert text["normalize"] is False and len(text["fingerprint"]) == 64
     assert config["reference"]["epoch"] == 3 and config["reference"]["missing_keys"] == []
@@ -193,8 +195,7 @@ def test_cli_conversion_equals_the_api_and_ked_zeroshot_scores_with_it(
     assert f"checkpoint {out / 'best.safetensors'}" in stdout
     cli_config = json.loads((out / "best.json").read_text())
     api_config = json.loads(converted.with_suffix(".json").read_text())
-    assert cli_config["text_encoder"].pop("model") == str(out / "best.text_encoder")
-    api_config["text_encoder"].pop("model")
+    assert cli_config["text_encoder"]["model"] == "./best.text_encoder"
     assert cli_config == api_config  # the same text tower files: the same fingerprint
     cli_tensors, api_tensors = load_file(out / "best.safetensors"), load_file(converted)
     assert cli_tensors.keys() == api_tensors.keys()
@@ -270,9 +271,9 @@ def test_ked_eval_encode_and_finetune_accept_the_converted_checkpoint(
     result = load_checkpoint(tuned)
     assert result.config["kind"] == "finetune-linear"
     assert result.config["parent"] == str(converted)
-    parent = load_checkpoint(converted).config
-    assert result.config["model"] == parent["model"]
-    assert result.config["text_encoder"] == parent["text_encoder"]
+    parent = load_checkpoint(converted)
+    assert result.config["model"] == parent.config["model"]
+    assert result.config["text_encoder"] == parent.text_encoder  # the tower's folder, resolved
     assert result.labels == list(LABELS)
 
 
@@ -293,6 +294,7 @@ def test_refuses_text_vectors_of_another_width(
     config["text_encoder"]["fingerprint"] = "0" * 64  # vectors of another encoder's files
     (moved / "best.json").write_text(json.dumps(config))
     (moved / "best.safetensors").write_bytes(converted.read_bytes())
+    shutil.copytree(converted.with_name("best.text_encoder"), moved / "best.text_encoder")
     code, _, err = run_ked(
         capsys, "--db", str(kb), "zeroshot", "--checkpoint", str(moved), "--data", "sample",
         "--out", str(tmp_path / "p.csv"), *LABEL_ARGS,

@@ -47,8 +47,16 @@ class Checkpoint:
 
     @property
     def text_encoder(self) -> dict[str, Any]:
-        """The text encoder's description; ``["fingerprint"]`` identifies its vectors."""
-        return dict(self.config["text_encoder"])
+        """The text encoder's description; ``["fingerprint"]`` identifies its vectors.
+
+        A model recorded as ``./NAME`` is a folder beside the checkpoint file (a converted
+        reference checkpoint's text tower), so the run folder can be moved or copied whole.
+        """
+        info = dict(self.config["text_encoder"])
+        model = str(info.get("model", ""))
+        if model.startswith("./"):
+            info["model"] = str(self.path.parent / model[2:])
+        return info
 
     @property
     def labels(self) -> list[str]:

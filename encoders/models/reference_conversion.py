@@ -154,6 +154,8 @@ def convert_reference(
         folder = destination.with_name(f"{destination.stem}.text_encoder")
         spec = replace(spec, model=str(_save_text_tower(tower, spec, folder)))
     text_info = _describe_text_encoder(spec)
+    if tower is not None:  # recorded relative to the checkpoint: the run folder can move
+        text_info["model"] = f"./{folder.name}"
     report = loaded.report
     extra = {
         "kind": "reference",
