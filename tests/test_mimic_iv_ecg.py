@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +26,12 @@ from encoders.datasets import open_manifest
 from encoders.ecg import Manifest, open_source
 from encoders.ecg.readers import MIMICIVECGSource, read_wfdb_signal
 from encoders.ecg.sources import detect_format, sample_source
+from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.text import Embedder, EncoderSpec
 from encoders.text.reports import embed_reports
-from encoders.training import load_checkpoint
+from encoders.training import LoopSettings, load_checkpoint
 from encoders.training.losses import AlignmentLoss, LossWeights, report_loss
-from encoders.training.report_targets import manifest_reports
+from encoders.training.report_targets import ReportTargets, manifest_reports, with_reports
 from kb_store.store import KnowledgeBase
 from knowledge.statements import StatementMapper, mimiciv_statement_mapper
 from knowledge.vocab import load_vocabulary
@@ -327,3 +328,18 @@ def test_report_term_pulls_recordings_to_their_own_report() -> None:
     logits, labels, targets = torch.zeros(4, 2), torch.eye(2, 3), torch.zeros(4, 2)
     terms = loss(logits, matched.requires_grad_(), labels, targets, ids)
     assert terms["loss"] == terms["report"] > 0
+
+
+def test_report_vectors_are_standardised_like_the_label_vectors() -> None:
+    config = ModelConfig(encoder="xresnet1d_small", text_dim=16, center_labels=True)
+    model = KedModel(replace(config, whiten_labels=0.1))
+    texts = torch.nn.functional.normalize(torch.randn(30, 16) + 2.0, dim=-1)
+    model.fit_label_space(texts)
+    reports = ReportTargets(texts[:4].numpy(), np.array([0, 1, 2, 3]), total=4, distinct=4)
+    _, loss = with_reports(model, [None] * 4, reports, LoopSettings())  # type: ignore[arg-type]
+    assert loss is not None and loss.reports is not None
+    expected = model.adapter(model.standardize_texts(texts[:4]))  # the label side's transform
+    torch.testing.assert_close(loss.reports, expected.detach())
+    assert not torch.allclose(
+        loss.reports, torch.nn.functional.normalize(texts[:4] - texts.mean(0))
+    )

@@ -112,14 +112,19 @@ class KedModel(nn.Module):
         if self.config.whiten_labels is not None:
             self.label_whitening.copy_(_whitening(texts, self.config.whiten_labels))
 
+    def standardize_texts(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Text vectors (labels or reports) centred and whitened as this model was built to,
+        with the stored statistics; unchanged for a model built without centring."""
+        if not self.config.center_labels:
+            return vectors
+        vectors = vectors - self.label_center
+        if self.config.whiten_labels is not None:
+            vectors = vectors @ self.label_whitening
+        return F.normalize(vectors, dim=-1)
+
     def label_space(self, label_vectors: torch.Tensor) -> torch.Tensor:
-        """Cached label vectors as the model scores them: centred (if so built), then adapted."""
-        if self.config.center_labels:
-            label_vectors = label_vectors - self.label_center
-            if self.config.whiten_labels is not None:
-                label_vectors = label_vectors @ self.label_whitening
-            label_vectors = F.normalize(label_vectors, dim=-1)
-        return self.adapter(label_vectors)
+        """Cached label vectors as the model scores them: standardised, then adapted."""
+        return self.adapter(self.standardize_texts(label_vectors))
 
     def forward(self, x: torch.Tensor, label_vectors: torch.Tensor) -> ModelOutput:
         """Logits of every label for every recording, and the embeddings behind them."""

@@ -3,8 +3,8 @@
 A dataset whose reader knows each record's report (MIMIC-IV-ECG's machine statements) gives
 every training record a report text; the distinct texts are embedded once through the cache
 (`encoders.text.reports`), each training item carries the row of its report, and the loss adds
-the report term (`encoders.training.losses.report_loss`). Report vectors are centred like the
-label vectors when the model centres those.
+the report term (`encoders.training.losses.report_loss`). Report vectors are standardised like
+the label vectors (centred and whitened when the model is built so).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from encoders.ecg import Manifest
@@ -28,6 +27,7 @@ from encoders.text.spec import EncoderSpec
 from encoders.training import recipe
 from encoders.training.loop import ECGData, LoopSettings
 from encoders.training.losses import AlignmentLoss
+from kb_store.connection import read_or_write
 from kb_store.store import KnowledgeBase
 from ked.errors import UserError
 
@@ -112,13 +112,15 @@ def loss_weights_for(targets: Targets, settings: LoopSettings) -> LoopSettings:
 def with_reports(
     model: KedModel, train: ECGData, reports: ReportTargets | None, settings: LoopSettings
 ) -> tuple[ECGData, AlignmentLoss | None]:
-    """The training data carrying report rows, and the loss holding the report vectors (centred
-    like the label vectors); ``train`` and the default loss when there are no reports."""
+    """The training data carrying report rows, and the loss holding the report vectors
+    (centred and whitened like the label vectors); ``train`` and the default loss when there
+    are no reports."""
     if reports is None:
         return train, None
     vectors = torch.from_numpy(np.ascontiguousarray(reports.vectors, dtype=np.float32))
-    if model.config.center_labels:
-        vectors = F.normalize(vectors - model.label_center.detach().cpu(), dim=-1)
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        vectors = model.standardize_texts(vectors.to(device)).cpu()
     data: ECGData = WithReports(train, reports.train_ids)  # type: ignore[assignment]
     return data, AlignmentLoss(settings.loss, vectors)
 
@@ -126,6 +128,10 @@ def with_reports(
 def prepare_report_targets(
     db: Path, text: EncoderSpec, device: str | None, manifest: Manifest
 ) -> ReportTargets:
-    """`report_targets` with the knowledge base's cache (embedding the texts it lacks)."""
-    with KnowledgeBase(db) as kb:
-        return report_targets(Embedder(kb, text, device=device), manifest)
+    """`report_targets` with the knowledge base's cache, opened read-only when every report
+    is cached and for writing only to embed the texts it lacks."""
+    return read_or_write(
+        lambda read_only: KnowledgeBase(db, read_only=read_only),
+        lambda kb: report_targets(Embedder(kb, text, device=device), manifest),
+        what="report embedding",
+    )
