@@ -13,7 +13,7 @@ import torch
 
 from encoders.datasets import open_manifest
 from encoders.ecg import Preprocessing
-from encoders.evaluation.drift import auroc_drift, vector_drift, version_pairs
+from encoders.inference.drift import auroc_drift, vector_drift, version_pairs
 from encoders.inference.zeroshot import ZeroShotClassifier
 from encoders.models.checkpoint import load_checkpoint, save_checkpoint
 from encoders.models.ked_model import KedModel, ModelConfig

@@ -131,9 +131,11 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
         "unseen in pretraining": [e.label for e in first.entries if e.diagnosis_id not in trained],
     }
     groups = {k: v for k, v in groups.items() if v}
-    scored = {eval_split: _dataset(manifest, eval_split, names, mapping, checkpoint)}
+    scored = {eval_split: evaluation_dataset(manifest, eval_split, names, mapping, checkpoint)}
     if threshold_split is not None:
-        scored[threshold_split] = _dataset(manifest, threshold_split, names, mapping, checkpoint)
+        scored[threshold_split] = evaluation_dataset(
+            manifest, threshold_split, names, mapping, checkpoint
+        )
     config.out.mkdir(parents=True, exist_ok=True)
     conditions: list[tuple[str, dict[str, np.ndarray]]] = []
     for condition, label_vectors in vectors.items():
@@ -190,13 +192,14 @@ def _threshold_split(requested: str | None, eval_split: str, splits: set[str]) -
     return chosen
 
 
-def _dataset(
+def evaluation_dataset(
     manifest: Manifest,
     split: str,
     names: Sequence[str],
     mapping: dict[str, str],
     checkpoint: Any,
 ) -> ECGDataset:
+    """The records of ``split`` (``"all"``: every record) as the checkpoint scores them."""
     part = manifest if split == "all" else manifest.split(split)
     if len(part) == 0:
         raise ValueError(f"the {split} split of the data is empty")

@@ -334,7 +334,7 @@ def drift(
     """How far label vectors moved between knowledge versions, per view, and with a checkpoint
     and data, what it did to per-label zero-shot AUROC."""
     from encoders.datasets import open_manifest
-    from encoders.evaluation.drift import auroc_drift, vector_drift, version_pairs
+    from encoders.inference.drift import auroc_drift, vector_drift, version_pairs
     from encoders.inference.zeroshot import ZeroShotClassifier
     from encoders.models.checkpoint import load_checkpoint
     from encoders.text import Embedder

@@ -7,8 +7,6 @@ and the new vector says how far the view moved (1.0: not at all). Given a checkp
 evaluation set, each diagnosis is also scored zero-shot with the old and with the new vectors
 (the checkpoint's own text encoder, plain text vectors, no rhythm prior), and the per-label
 AUROC of both is reported side by side.
-
-Import this module directly: it uses ``encoders.inference``, which itself uses this package.
 """
 
 from __future__ import annotations
@@ -20,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from encoders.datasets import evaluation_preprocessing, record_label_strings, target_labels
-from encoders.ecg import ECGDataset, Manifest
+from encoders.datasets import record_label_strings, target_labels
+from encoders.ecg import Manifest
 from encoders.evaluation.bootstrap import BootstrapSettings
 from encoders.evaluation.metrics import evaluate
+from encoders.inference.evaluate import evaluation_dataset
 from encoders.inference.zeroshot import LabelVectors, ZeroShotClassifier
 from encoders.text import Embedder, label_entries
 from kb_store.store import KnowledgeBase, StoredKnowledge
@@ -132,9 +131,7 @@ def auroc_drift(
     mapping = target_labels(classifier.kb, entries, record_label_strings(manifest))
     splits = set(manifest.table["split"])
     chosen = split or next((s for s in ("test", "val") if s in splits), "all")
-    part = manifest if chosen == "all" else manifest.split(chosen)
-    preprocessing = evaluation_preprocessing(classifier.checkpoint.preprocessing)
-    data = ECGDataset(part, preprocessing, names, mapping.get, cache="memory")
+    data = evaluation_dataset(manifest, chosen, names, mapping, classifier.checkpoint)
     log.info("zero-shot drift on %d %s records", len(data), chosen)
     results = {}
     for side in ("old", "new"):
