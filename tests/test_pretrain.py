@@ -14,6 +14,7 @@ import torch
 
 from encoders.datasets import datasets, open_manifest, record_label_strings, target_labels
 from encoders.inference.predict import macro_auroc, predict
+from encoders.models.checkpoint import CheckpointError
 from encoders.models.ked_model import KedModel, ModelConfig
 from encoders.training import LoopSettings, PretrainConfig, load_checkpoint, pretrain
 from kb_store.store import KnowledgeBase
@@ -77,6 +78,26 @@ def test_resume_continues_after_the_last_epoch(config: PretrainConfig) -> None:
     resumed = pretrain(replace(config, loop=replace(config.loop, epochs=2), resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert len((config.out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_weight_average_is_what_is_validated_saved_and_resumed(config: PretrainConfig) -> None:
+    averaged = replace(config, loop=replace(config.loop, ema_decay=0.5))
+    pretrain(averaged)
+    state = torch.load(config.out / "last.pt", weights_only=True)
+    raw = {k.removeprefix("model."): v for k, v in state["model"].items() if k != "bank.vectors"}
+    ema = {
+        k.removeprefix("module.model."): v
+        for k, v in state["ema"].items()
+        if k.startswith("module.model.")
+    }
+    saved = load_checkpoint(config.out).model.state_dict()
+    name = "projection.net.0.weight"
+    torch.testing.assert_close(saved[name], ema[name], rtol=0, atol=0)
+    assert not torch.equal(saved[name], raw[name])  # the average, not the last weights
+    resumed = pretrain(replace(averaged, loop=replace(averaged.loop, epochs=2), resume=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    with pytest.raises(CheckpointError, match="ema_decay"):
+        pretrain(replace(config, loop=replace(config.loop, epochs=3), resume=True))
 
 
 @pytest.mark.shared_data

@@ -1,10 +1,12 @@
 """The training loop shared by pretraining and fine-tuning.
 
 AdamW with a warm-up then cosine schedule, gradient clipping, mixed precision on GPU, DDP
-when a process group is up. After every epoch rank 0 scores the validation set; the epoch
-with the best validation macro AUROC is kept as ``best.safetensors`` (selection on
-validation only), ``last.pt`` holds what ``resume`` needs, and ``metrics.jsonl`` one line
-per epoch.
+when a process group is up. With ``ema_decay`` an exponential moving average of the weights
+(and buffers) is kept beside them, and it is the average that is validated and saved: fewer
+epoch-to-epoch swings for the validation split to pick from. After every epoch rank 0 scores
+the validation set; the epoch with the best validation macro AUROC is kept as
+``best.safetensors`` (selection on validation only), ``last.pt`` holds what ``resume`` needs,
+and ``metrics.jsonl`` one line per epoch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from transformers import get_cosine_schedule_with_warmup
 
@@ -59,6 +62,8 @@ class LoopSettings:
     max_steps_per_epoch: int | None = None
     loss: LossWeights = field(default_factory=LossWeights)
     augment: Augmentation | None = None
+    ema_decay: float | None = recipe.EMA_DECAY
+    """Per-step decay of the weight average that is validated and saved; None: the weights."""
 
 
 @dataclass
@@ -175,7 +180,9 @@ def fit(
     )
     loss_fn = (loss_fn or AlignmentLoss(settings.loss)).to(device)
     autocast, scaler = _mixed_precision(device, settings.amp)
-    state = _resume(run.out / "last.pt", aligned, optimizer, scheduler) if run.resume else {}
+    ema = _weight_average(aligned, settings.ema_decay)
+    state = _resume(run.out / "last.pt", aligned, ema, optimizer, scheduler) if run.resume else {}
+    evaluated = aligned if ema is None else cast(Aligned, ema.module)
     best = {"epoch": state.get("best_epoch", -1), "auroc": state.get("best_auroc", -math.inf)}
     history: list[dict[str, Any]] = list(state.get("history", []))
     trained = DistributedDataParallel(aligned) if world > 1 else aligned
@@ -206,6 +213,8 @@ def fit(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(aligned)
             seen += len(x) * world
             losses.append(float(terms["loss"].detach()))
             if on_step and rank == 0:
@@ -218,9 +227,9 @@ def fit(
             "train_records_per_s": seen / (time.perf_counter() - started),
         }
         if rank == 0:
-            bank.eval()
-            vectors = bank().detach()
-            scores, targets = predict(model, val, vectors, settings.batch_size, device)
+            evaluated.eval()
+            vectors = evaluated.bank().detach()
+            scores, targets = predict(evaluated.model, val, vectors, settings.batch_size, device)
             record["val_macro_auroc"], record["val_labels_defined"] = macro_auroc(scores, targets)
             history.append(record)
             _append_jsonl(run.out / "metrics.jsonl", record)
@@ -229,14 +238,14 @@ def fit(
                 best = {"epoch": epoch + 1, "auroc": record["val_macro_auroc"]}
                 save_checkpoint(
                     run.out / "best.safetensors",
-                    model,
+                    evaluated.model,
                     vectors.cpu(),
                     run.entries,
                     run.preprocessing,
                     {**run.extra, "epoch": epoch + 1, "val": record},
                 )
             _save_state(
-                run.out / "last.pt", aligned, optimizer, scheduler, epoch + 1, best, history
+                run.out / "last.pt", aligned, ema, optimizer, scheduler, epoch + 1, best, history
             )
         if world > 1:
             dist.barrier()
@@ -251,9 +260,19 @@ def _mixed_precision(device: torch.device, enabled: bool) -> tuple[Any, torch.am
     return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
+def _weight_average(aligned: Aligned, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``aligned``'s weights and buffers, or None."""
+    if decay is None:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+    return AveragedModel(aligned, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _save_state(
     path: Path,
     aligned: Aligned,
+    ema: AveragedModel | None,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     epoch: int,
@@ -262,6 +281,7 @@ def _save_state(
 ) -> None:
     state = {
         "model": aligned.state_dict(),
+        "ema": None if ema is None else ema.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
@@ -278,6 +298,7 @@ def _save_state(
 def _resume(
     path: Path,
     aligned: Aligned,
+    ema: AveragedModel | None,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
 ) -> dict[str, Any]:
@@ -287,6 +308,10 @@ def _resume(
     state = load_training_state(path)
     try:
         aligned.load_state_dict(state["model"])
+        if (ema is None) != (state.get("ema") is None):
+            raise ValueError("weight averaging (ema_decay) differs from the run's")
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])

@@ -24,6 +24,8 @@ BATCH_SIZE = 64
 LR = 3e-3
 WEIGHT_DECAY = 0.02
 WARMUP_EPOCHS = 1.0
+EMA_DECAY: float | None = None
+"""Per-step decay of the weight average that is validated and saved; None: the raw weights."""
 BCE_WEIGHT = 1.0
 CONTRASTIVE_WEIGHT = 1.0
 TEMPERATURE = 0.1
