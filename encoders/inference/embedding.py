@@ -32,7 +32,7 @@ def embed_recordings(
     out = []
     for x, _mask, _target in DataLoader(data, batch_size=batch_size, shuffle=False):
         x = x.to(device)
-        pooled = model.encoder.pool(model.features(x))
+        pooled = model.pool(model.features(x))
         out.append((model.projection(pooled) if space == "projected" else pooled).float().cpu())
     return torch.cat(out).numpy()
 

@@ -1,6 +1,7 @@
 """The ked model: an ECG encoder aligned with cached label vectors.
 
-ECG -> encoder features (B, C_ecg, T') -> mean over time -> projection into the label-vector
+ECG -> encoder features (B, C_ecg, T') -> pooled over time (mean, or mean and max side by
+side) -> projection into the label-vector
 space (B, D). Label vectors (C, D) come from the embedding cache, optionally centred (the mean
 of the pretraining label texts, a buffer stored with the weights, is subtracted and the result
 renormalised, so that the direction every ECG text shares stops dominating the cosine),
@@ -26,6 +27,7 @@ from encoders.models.xresnet1d import XResNet1d
 from ked.errors import UserError
 
 Head = Literal["cosine", "decoder"]
+Pooling = Literal["mean", "mean+max"]
 
 
 class LabelVectorError(UserError, ValueError):
@@ -38,6 +40,8 @@ class ModelConfig:
 
     encoder: str = "xresnet1d101"
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    pooling: Pooling = "mean"
+    """Over time: ``mean`` (the reference's), or ``mean+max`` (both, concatenated)."""
     text_dim: int = 384
     projection_hidden: int | None = None
     adapter: bool = False
@@ -76,8 +80,11 @@ class KedModel(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = cast(XResNet1d, create_ecg_encoder(config.encoder, **config.encoder_kwargs))
+        if config.pooling not in ("mean", "mean+max"):
+            raise ValueError(f"pooling must be 'mean' or 'mean+max', got {config.pooling!r}")
         width = self.encoder.out_channels
-        self.projection = Projection(width, config.label_dim, config.projection_hidden)
+        pooled = width * (2 if config.pooling == "mean+max" else 1)
+        self.projection = Projection(pooled, config.label_dim, config.projection_hidden)
         self.adapter = LabelAdapter(
             config.text_dim, enabled=config.adapter, **config.adapter_kwargs
         )
@@ -98,9 +105,16 @@ class KedModel(nn.Module):
         """Encoder features (B, C_ecg, T') of ECG windows (B, 12, T)."""
         return self.encoder(x)
 
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features (B, C_ecg, T') pooled over time: (B, C_ecg), or (B, 2 C_ecg)."""
+        mean = self.encoder.pool(features)
+        if self.config.pooling == "mean":
+            return mean
+        return torch.cat([mean, features.amax(dim=-1)], dim=-1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """One projected vector per recording (B, D)."""
-        return self.projection(self.encoder.pool(self.features(x)))
+        return self.projection(self.pool(self.features(x)))
 
     def fit_label_space(self, texts: torch.Tensor) -> None:
         """Centre (and whiten, if so built) label vectors with the statistics of ``texts``
@@ -135,7 +149,7 @@ class KedModel(nn.Module):
                 "checkpoint records"
             )
         features = self.features(x)
-        ecg = self.projection(self.encoder.pool(features))
+        ecg = self.projection(self.pool(features))
         labels = self.label_space(label_vectors)
         if self.decoder is not None:
             pair = self.decoder(labels, features.transpose(1, 2))
