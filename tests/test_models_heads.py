@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from encoders.models import CosineScoringHead, LabelAdapter, LabelQueryDecoder, Projection
+from encoders.models.ked_model import KedModel, ModelConfig
 
 
 def _n_params(module: torch.nn.Module) -> int:
@@ -142,3 +143,17 @@ def test_decoder_trains_end_to_end() -> None:
     torch.nn.functional.cross_entropy(logits.reshape(-1, 2), torch.tensor([0, 1] * 4)).backward()
     assert queries.grad is not None and queries.grad.abs().sum() > 0
     assert decoder.token_proj.weight.grad.abs().sum() > 0
+
+
+def test_mean_and_max_pooling_feeds_both_to_the_projection() -> None:
+    torch.manual_seed(0)
+    model = KedModel(ModelConfig(encoder="xresnet1d_small", pooling="mean+max")).eval()
+    x = torch.randn(2, 12, 1000)
+    features = model.features(x)
+    pooled = model.pool(features)
+    torch.testing.assert_close(pooled[:, :256], features.mean(-1))
+    torch.testing.assert_close(pooled[:, 256:], features.amax(-1))
+    assert model.embed(x).shape == (2, 384)
+    assert model(x, torch.randn(3, 384)).logits.shape == (2, 3)
+    with pytest.raises(ValueError, match="pooling"):
+        KedModel(ModelConfig(encoder="xresnet1d_small", pooling="max"))  # type: ignore[arg-type]
