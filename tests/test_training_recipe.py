@@ -220,3 +220,22 @@ def _first_cosine(output: str) -> float:
     """The cosine of the first pair a ``ked labels similarity`` view block prints."""
     line = next(line for line in output.splitlines() if line.startswith("  0."))
     return float(line.split()[0])
+
+
+def test_pretrain_command_passes_pooling_and_weight_average_to_the_run(
+    kb_copy: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("KED_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    common = ["--db", str(kb_copy), "pretrain", "--data", "sample", "--vocab", "ptbxl"]
+    small = ["--view", "name", "--epochs", "1", "--max-steps-per-epoch", "2", "--out", str(out)]
+    code, _, err = run_ked(capsys, *common, *small, "--pooling", "max")
+    assert code == 2 and "--pooling is mean or mean+max" in err
+    code, _, _ = run_ked(capsys, *common, *small, "--pooling", "mean+max", "--ema-decay", "0.9")
+    assert code == 0
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.model.config.pooling == "mean+max"
+    assert checkpoint.config["training"]["loop"]["ema_decay"] == 0.9

@@ -72,6 +72,7 @@ class PretrainConfig:
             encoder=recipe.ENCODER,
             center_labels=recipe.CENTER_LABELS,
             whiten_labels=recipe.WHITEN_LABELS,
+            pooling=recipe.POOLING,  # type: ignore[arg-type]
         )
     )
     preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(crop="random"))

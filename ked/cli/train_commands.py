@@ -64,6 +64,9 @@ def pretrain_command(
             "(0: off; needs --center-labels)"
         ),
     ] = recipe.WHITEN_LABELS or 0.0,
+    pooling: Annotated[
+        str, typer.Option(help="ECG features over time: mean, or mean+max (concatenated)")
+    ] = recipe.POOLING,
     augment: Annotated[
         bool, typer.Option(help="shift, gain, wander, noise and lead dropout in training")
     ] = recipe.AUGMENT,
@@ -72,6 +75,13 @@ def pretrain_command(
     lr: Annotated[float, typer.Option()] = recipe.LR,
     weight_decay: Annotated[float, typer.Option()] = recipe.WEIGHT_DECAY,
     warmup_epochs: Annotated[float, typer.Option()] = recipe.WARMUP_EPOCHS,
+    ema_decay: Annotated[
+        float,
+        typer.Option(
+            help="validate and save an exponential moving average of the weights with this "
+            "per-step decay, e.g. 0.99 (0: the weights themselves)"
+        ),
+    ] = recipe.EMA_DECAY or 0.0,
     bce_weight: Annotated[
         float, typer.Option(help="weight of the per-label sigmoid loss")
     ] = recipe.BCE_WEIGHT,
@@ -120,6 +130,10 @@ def pretrain_command(
         raise typer.BadParameter("give exactly one of --data and --store")
     if whiten_labels and not center_labels:
         raise typer.BadParameter("--whiten-labels needs --center-labels (or --whiten-labels 0)")
+    if pooling not in ("mean", "mean+max"):
+        raise typer.BadParameter("--pooling is mean or mean+max")
+    if not 0 <= ema_decay < 1:
+        raise typer.BadParameter("--ema-decay is in [0, 1)")
     if rescan and data:
         rescan_manifests(data)
     config = PretrainConfig(
@@ -139,6 +153,7 @@ def pretrain_command(
             adapter=adapter,
             center_labels=center_labels,
             whiten_labels=whiten_labels or None,
+            pooling=pooling,  # type: ignore[arg-type]
         ),
         preprocessing=Preprocessing(crop="random"),
         loop=LoopSettings(
@@ -152,6 +167,7 @@ def pretrain_command(
             max_steps_per_epoch=max_steps_per_epoch,
             loss=LossWeights(bce_weight, contrastive_weight, temperature),
             augment=Augmentation() if augment else None,
+            ema_decay=ema_decay or None,
         ),
         device=device,
         resume=resume,
