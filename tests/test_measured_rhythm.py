@@ -1,16 +1,20 @@
-"""Rate and regularity measured from real recordings, and checked against knowledge records."""
+"""Rate, regularity, premature beats, QRS duration and PR interval measured from real
+recordings, and checked against knowledge records."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from encoders.ecg import open_source
 from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
 from encoders.inference.criteria import rhythm_log_prior
 from kb_store.store import KnowledgeBase
+from knowledge.schema import DiagnosisKnowledge
 
 
 @pytest.fixture(scope="module")
@@ -66,4 +70,105 @@ def test_knowledge_rate_and_regularity_become_a_log_prior(curated_kb) -> None:  
     assert afib[2] > -0.2 and afib[0] < -2  # atrial fibrillation is irregularly irregular
     assert (lvh == 0).all()  # no rhythm criteria: left as the model scores it
     assert (prior[3] == 0).all()  # nothing measured: nothing changed
+    assert (prior <= 0).all()
+
+
+@pytest.fixture(scope="module")
+def sample_measures() -> dict[str, list[RhythmMeasurement]]:
+    """Measurements of the shipped PTB-XL records, by label, for the interval criteria."""
+    wanted = ("SCP:NORM", "SCP:CLBBB", "SCP:CRBBB", "SCP:LPR", "AV block", "SCP:PAC", "SCP:PVC")
+    out: dict[str, list[RhythmMeasurement]] = {}
+    for record in open_source("sample").iter_records():
+        measured = None
+        for label in wanted:
+            if label in record.labels:
+                measured = measured or measure_rhythm(record.signal, record.fs)
+                out.setdefault(label, []).append(measured)
+    return out
+
+
+def _median(found: list[RhythmMeasurement], field: str) -> float:
+    return float(np.nanmedian([getattr(m, field) for m in found]))
+
+
+def test_qrs_pr_and_premature_beats_of_real_recordings(
+    sample_measures: dict[str, list[RhythmMeasurement]],
+) -> None:
+    norm = sample_measures["SCP:NORM"]
+    assert 85 < _median(norm, "qrs_ms") < 110  # the adult normal QRS, ~95 ms
+    assert 130 < _median(norm, "pr_ms") < 180  # the adult normal PR, ~150 ms
+    for bbb in ("SCP:CLBBB", "SCP:CRBBB"):  # bundle branch blocks: QRS >= 120 ms
+        assert _median(sample_measures[bbb], "qrs_ms") > 125
+        assert sum(m.qrs_ms >= 120 for m in sample_measures[bbb]) >= 0.8 * len(sample_measures[bbb])
+    assert sum(m.qrs_ms < 120 for m in norm) >= 0.9 * len(norm)
+    assert _median(sample_measures["SCP:LPR"], "pr_ms") > 200  # prolonged PR
+    assert _median(sample_measures["AV block"], "pr_ms") > 195
+    assert np.nanmean([m.pr_ms > 200 for m in norm]) < 0.1
+    for premature in ("SCP:PAC", "SCP:PVC"):
+        assert np.mean([m.premature_beats >= 1 for m in sample_measures[premature]]) >= 0.7
+    assert np.mean([m.premature_beats >= 1 for m in norm]) < 0.1
+
+
+def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Path) -> None:
+    folder = shared_data / "ptbxl_sample"
+    if not (folder / "labels.csv").is_file():
+        pytest.skip(f"the PTB-XL development sample is not in {folder}")
+    labels = pd.read_csv(folder / "labels.csv")
+    train = labels[labels.split == "train"]
+    signals = np.load(folder / "signals_100hz.npy", mmap_mode="r")
+    groups = {
+        "NORM": train.index[train["sub_class:NORM"] == 1][:300],
+        "BBB": train.index[(train["sub_class:CLBBB"] == 1) | (train["sub_class:CRBBB"] == 1)],
+        "LPR": train.index[train["form:LPR"] == 1],
+        "premature": train.index[(train["form:PAC"] == 1) | (train["form:PVC"] == 1)],
+    }
+    measured = {
+        name: [measure_rhythm(np.asarray(signals[i], dtype=np.float64), 100.0) for i in rows]
+        for name, rows in groups.items()
+    }
+
+    def auroc(group: str, field: str) -> float:
+        pos = np.array([getattr(m, field) for m in measured[group]])
+        neg = np.array([getattr(m, field) for m in measured["NORM"]])
+        pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
+        wins = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+        return float(wins)
+
+    assert auroc("BBB", "qrs_ms") > 0.95
+    assert auroc("LPR", "pr_ms") > 0.9
+    assert auroc("premature", "premature_beats") > 0.9
+
+
+def _records(curated_kb: Path, names: list[str]) -> list[DiagnosisKnowledge]:
+    with KnowledgeBase(curated_kb, read_only=True) as kb:
+        found = kb.resolve_many(names)
+        current = kb.current_many(d.id for d in found.values() if d is not None)
+        return [current[found[n].id].record for n in names]  # type: ignore[union-attr]
+
+
+def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
+    names = [
+        "right bundle branch block",  # QRS >= 120
+        "normal ECG",  # QRS <= 110; its PR 120-200 is the normal range, not checked
+        "first degree AV block",  # PR >= 200
+        "premature ventricular contraction",  # irregular; its QRS >= 120 is the ectopic beat's
+        "sinus rhythm",  # PR 120-200, not checked
+    ]
+    rbbb, normal, avb, pvc, sinus = range(len(names))
+    records = _records(curated_kb, names)
+    nan = math.nan
+    narrow = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0)
+    wide_long_pr = RhythmMeasurement(70.0, 0.02, 9, 0.0, 150.0, 260.0)
+    ectopic = RhythmMeasurement(70.0, 0.02, 9, 2.0, 90.0, 160.0)
+    unknown = RhythmMeasurement(70.0, 0.02, 9, nan, nan, nan)
+
+    prior = rhythm_log_prior(records, [narrow, wide_long_pr, ectopic, unknown])
+
+    assert prior[0, rbbb] < -2 and prior[1, rbbb] > -0.2  # a narrow QRS is no bundle branch block
+    assert prior[1, normal] < -2 < -0.5 < prior[0, normal]
+    assert prior[0, avb] < -2 and prior[1, avb] > -0.1  # PR 160 is no first-degree AV block
+    assert prior[0, pvc] < -2 and prior[2, pvc] > -0.1  # premature beats, with a narrow median QRS
+    assert prior[1, sinus] == prior[0, sinus]  # a long PR does not count against sinus rhythm
+    # nothing measured: the QRS, PR and premature-beat criteria leave the logit as it was
+    assert prior[3, rbbb] == 0 and prior[3, pvc] == 0 and prior[3, avb] > -0.1
     assert (prior <= 0).all()

@@ -1,11 +1,15 @@
-"""Heart rate and RR irregularity measured from a preprocessed 12-lead window.
+"""Heart rate, RR irregularity, premature beats and intervals measured from a preprocessed
+12-lead window.
 
 QRS complexes are the steepest deflections in every lead, so beats are the peaks of the
 slope energy summed over the present leads (smoothed over 80 ms), at least 270 ms apart
 (rates up to 220 bpm) and standing out from the window's own baseline of that energy. From
 the beats: the rate is 60 / median RR, and the irregularity the median absolute difference of
 successive RR intervals over the median RR (about 0.02 in sinus rhythm, 0.15-0.3 in atrial
-fibrillation). Fewer than three beats in the window give NaN for both.
+fibrillation). A premature beat comes after an RR interval shorter than ``PREMATURE_BELOW`` of
+the median and is followed by a longer one (the compensatory pause). QRS duration and PR
+interval come from the median beat (`encoders.ecg.intervals`). Fewer than three beats in the
+window give NaN for all.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal as sps
 
+from encoders.ecg.intervals import measure_intervals
+
 _SMOOTH_S = 0.08
 _REFRACTORY_S = 0.27
 _PROMINENCE = 0.35  # of the spread between the energy's median and its 99th percentile
+# A premature atrial or ventricular beat comes at least 15-20% early; sinus rhythm's
+# beat-to-beat variation at rest stays within ~10% (sinus arrhythmia is gradual, not a jump).
+PREMATURE_BELOW = 0.85
 
 
 @dataclass(frozen=True)
@@ -25,23 +34,48 @@ class RhythmMeasurement:
     rate_bpm: float
     rr_irregularity: float
     beats: int
+    premature_beats: float = float("nan")
+    qrs_ms: float = float("nan")
+    pr_ms: float = float("nan")
 
 
-def measure_rhythm(x: np.ndarray, fs: float) -> RhythmMeasurement:
-    """Rate and RR irregularity of one window ``x`` (leads, samples) sampled at ``fs`` Hz."""
+def detect_beats(x: np.ndarray, fs: float) -> np.ndarray:
+    """Sample indices of the QRS complexes in window ``x`` (leads, samples) at ``fs`` Hz."""
     slopes = np.abs(np.diff(np.asarray(x, dtype=np.float64), axis=-1))
     energy = slopes.sum(axis=0)
     width = max(1, round(_SMOOTH_S * fs))
     energy = np.convolve(energy, np.ones(width) / width, mode="same")
     spread = np.percentile(energy, 99) - np.median(energy)
     if not spread > 0:
-        return RhythmMeasurement(float("nan"), float("nan"), 0)
+        return np.empty(0, dtype=np.int64)
     peaks, _ = sps.find_peaks(
         energy, distance=max(1, round(_REFRACTORY_S * fs)), prominence=_PROMINENCE * spread
     )
-    if len(peaks) < 3:
-        return RhythmMeasurement(float("nan"), float("nan"), len(peaks))
-    rr = np.diff(peaks) / fs
+    return peaks
+
+
+def premature_beats(rr: np.ndarray) -> int:
+    """Beats ending an RR interval under ``PREMATURE_BELOW`` of the median and followed by a
+    longer one."""
+    short = rr[:-1] < PREMATURE_BELOW * np.median(rr)
+    return int((short & (rr[1:] > rr[:-1])).sum())
+
+
+def measure_rhythm(x: np.ndarray, fs: float) -> RhythmMeasurement:
+    """Rate, RR irregularity, premature beats, QRS duration and PR interval of one window ``x``
+    (leads, samples) sampled at ``fs`` Hz."""
+    beats = detect_beats(x, fs)
+    if len(beats) < 3:
+        return RhythmMeasurement(float("nan"), float("nan"), len(beats))
+    rr = np.diff(beats) / fs
     median = float(np.median(rr))
     irregularity = float(np.median(np.abs(np.diff(rr)))) / median if len(rr) > 1 else 0.0
-    return RhythmMeasurement(60.0 / median, irregularity, len(peaks))
+    intervals = measure_intervals(np.asarray(x, dtype=np.float64), beats, fs, median)
+    return RhythmMeasurement(
+        60.0 / median,
+        irregularity,
+        len(beats),
+        float(premature_beats(rr)),
+        intervals.qrs_ms,
+        intervals.pr_ms,
+    )

@@ -1,18 +1,26 @@
-"""Measured criteria: the knowledge record's rate and regularity checked against the recording.
+"""Measured criteria: the knowledge record's rate, regularity, PR interval and QRS duration
+checked against the recording.
 
 A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close together, so text
 vectors alone cannot tell sinus tachycardia from sinus bradycardia. The structured knowledge
-can: its ``rhythm.rate_bpm`` range and ``rhythm.regularity`` are checked against the rate and
-RR irregularity measured from the signal (`encoders.ecg.rhythm`), and the log-compatibility
-is added to the model's logit. A label whose record states neither, or a recording whose beats
-cannot be found, is left as the model scored it.
+can: its ``rhythm.rate_bpm`` range, ``rhythm.regularity``, ``rhythm.pr_interval_ms`` and
+``morphology.qrs_complex.duration_ms`` are checked against the rate, RR irregularity,
+premature beats, PR interval and QRS duration measured from the signal
+(`encoders.ecg.rhythm`), and the log-compatibility is added to the model's logit. A label whose
+record states none of them, or a recording where one cannot be measured, is left as the model
+scored it for that criterion.
 
-The margins are physiological, fixed in advance and never fitted to data: rate bounds are
-soft over ``RATE_MARGIN_BPM``; "regular" means a successive-RR variation under
-``REGULAR_BELOW``, "irregularly irregular" one above it, soft over ``IRREGULARITY_MARGIN``.
-Other regularity statements ("irregular", "regularly irregular", "variable") cover patterns
-(a single premature beat, group beating) that one irregularity number cannot judge, and are
-not checked.
+The margins are physiological or set by the 100 Hz resolution, fixed in advance and never
+fitted to data: rate bounds are soft over ``RATE_MARGIN_BPM``; "regular" means a successive-RR
+variation under ``REGULAR_BELOW``, "irregularly irregular" one above it, soft over
+``IRREGULARITY_MARGIN``; "irregular" (premature or escape beats, sinus arrhythmia) asks for at
+least one premature beat in the window, soft over ``PREMATURE_MARGIN`` beats. PR and QRS
+bounds are soft over ``PR_MARGIN_MS`` and ``QRS_MARGIN_MS``; only PR bounds beyond the normal
+range ``NORMAL_PR_MS`` (a long or a short PR) are checked. A QRS duration stated by a record
+whose rhythm is "irregular" or "regularly irregular" is that of its ectopic beats (a premature
+ventricular contraction is wide, the beats around it are not), which the median beat leaves
+out, so it is not checked. "Regularly irregular" and "variable" (group beating, bigeminy) are
+patterns no single number judges, and are not checked either.
 """
 
 from __future__ import annotations
@@ -22,36 +30,76 @@ from collections.abc import Sequence
 import numpy as np
 
 from encoders.ecg.rhythm import RhythmMeasurement
-from knowledge.schema import DiagnosisKnowledge
+from knowledge.schema import DiagnosisKnowledge, ValueRange
 
 RATE_MARGIN_BPM = 5.0
 REGULAR_BELOW = 0.08
 IRREGULARITY_MARGIN = 0.02
+# Premature beats are counted, so "at least one" sits at 0.5; with a quarter-beat margin a
+# window without any costs log(sigmoid(-2)) ~ -2.1, as much as a rate 10 bpm out of range.
+PREMATURE_MARGIN = 0.25
+# 100 Hz samples are 10 ms apart and onsets and offsets each carry about one sample of error;
+# the PR interval's P onset is flatter and less sure than a QRS edge.
+QRS_MARGIN_MS = 15.0
+PR_MARGIN_MS = 20.0
+# The adult normal PR interval. A record stating it (sinus rhythm, normal ECG) assumes normal AV
+# conduction rather than defining itself by it, and sinus rhythm goes on with a first-degree AV
+# block, so only bounds beyond it (a long PR >= 200, a short one <= 120) are checked.
+NORMAL_PR_MS = (120.0, 200.0)
+_ECTOPIC = ("irregular", "regularly irregular")
 
 
 def _log_sigmoid(z: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):  # NaN where nothing was measured; zeroed below
-        return -np.logaddexp(0.0, -z)
+    with np.errstate(invalid="ignore"):  # NaN where nothing was measured: zeroed
+        return np.nan_to_num(-np.logaddexp(0.0, -z), nan=0.0)
+
+
+def _within(value: np.ndarray, bounds: ValueRange, margin: float) -> np.ndarray:
+    """Log-compatibility of ``value`` with ``bounds``, each bound soft over ``margin``."""
+    out = np.zeros(len(value))
+    if bounds.min is not None:
+        out += _log_sigmoid((value - bounds.min) / margin)
+    if bounds.max is not None:
+        out += _log_sigmoid((bounds.max - value) / margin)
+    return out
+
+
+def _abnormal_pr(pr: np.ndarray, bounds: ValueRange) -> np.ndarray:
+    """Log-compatibility of ``pr`` with the bounds that lie outside the normal PR range."""
+    low = bounds.min if bounds.min is not None and bounds.min >= NORMAL_PR_MS[1] else None
+    high = bounds.max if bounds.max is not None and bounds.max <= NORMAL_PR_MS[0] else None
+    if low is None and high is None:
+        return np.zeros(len(pr))
+    return _within(pr, ValueRange(min=low, max=high), PR_MARGIN_MS)
 
 
 def rhythm_log_prior(
     records: Sequence[DiagnosisKnowledge | None], measured: Sequence[RhythmMeasurement]
 ) -> np.ndarray:
     """(recordings, labels) log-compatibility, <= 0, of each recording with each record."""
-    rate = np.array([m.rate_bpm for m in measured], dtype=np.float64)
-    irregularity = np.array([m.rr_irregularity for m in measured], dtype=np.float64)
+
+    def column(name: str) -> np.ndarray:
+        return np.array([getattr(m, name) for m in measured], dtype=np.float64)
+
+    rate, irregularity = column("rate_bpm"), column("rr_irregularity")
+    premature, qrs, pr = column("premature_beats"), column("qrs_ms"), column("pr_ms")
     prior = np.zeros((len(measured), len(records)))
-    for column, record in enumerate(records):
-        rhythm = record.rhythm if record is not None else None
-        if rhythm is None:
+    for i, record in enumerate(records):
+        if record is None:
             continue
-        if rhythm.rate_bpm is not None:
-            if rhythm.rate_bpm.min is not None:
-                prior[:, column] += _log_sigmoid((rate - rhythm.rate_bpm.min) / RATE_MARGIN_BPM)
-            if rhythm.rate_bpm.max is not None:
-                prior[:, column] += _log_sigmoid((rhythm.rate_bpm.max - rate) / RATE_MARGIN_BPM)
-        if rhythm.regularity == "regular":
-            prior[:, column] += _log_sigmoid((REGULAR_BELOW - irregularity) / IRREGULARITY_MARGIN)
-        elif rhythm.regularity == "irregularly irregular":
-            prior[:, column] += _log_sigmoid((irregularity - REGULAR_BELOW) / IRREGULARITY_MARGIN)
-    return np.nan_to_num(prior, nan=0.0)
+        rhythm, morphology = record.rhythm, record.morphology
+        regularity = rhythm.regularity if rhythm is not None else None
+        if rhythm is not None and rhythm.rate_bpm is not None:
+            prior[:, i] += _within(rate, rhythm.rate_bpm, RATE_MARGIN_BPM)
+        if regularity == "regular":
+            prior[:, i] += _log_sigmoid((REGULAR_BELOW - irregularity) / IRREGULARITY_MARGIN)
+        elif regularity == "irregularly irregular":
+            prior[:, i] += _log_sigmoid((irregularity - REGULAR_BELOW) / IRREGULARITY_MARGIN)
+        elif regularity == "irregular":
+            prior[:, i] += _log_sigmoid((premature - 0.5) / PREMATURE_MARGIN)
+        if rhythm is not None and rhythm.pr_interval_ms is not None:
+            prior[:, i] += _abnormal_pr(pr, rhythm.pr_interval_ms)
+        qrs_complex = morphology.qrs_complex if morphology is not None else None
+        if qrs_complex is not None and qrs_complex.duration_ms and regularity not in _ECTOPIC:
+            prior[:, i] += _within(qrs, qrs_complex.duration_ms, QRS_MARGIN_MS)
+    return prior

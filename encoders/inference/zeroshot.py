@@ -220,8 +220,9 @@ class ZeroShotClassifier:
         data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         vectors: LabelVectors,
     ) -> np.ndarray:
-        """(N, C) log-compatibility of each recording's measured rate and regularity with each
-        label's knowledge (`encoders.inference.criteria`); add it to `scores`."""
+        """(N, C) log-compatibility of each recording's measured rate, regularity, premature
+        beats, PR interval and QRS duration with each label's knowledge
+        (`encoders.inference.criteria`); add it to `scores`."""
         fs = self.checkpoint.preprocessing.fs
         measured = [measure_rhythm(data[i][0].numpy(), fs) for i in range(len(data))]  # type: ignore[arg-type]
         return rhythm_log_prior(vectors.knowledge, measured)
