@@ -23,6 +23,7 @@ from encoders.text import (
     label_matrix,
     view_texts,
 )
+from encoders.text.chunking import split_text
 from encoders.text.export import FORMATS, sidecar_path
 from kb_store.embeddings import vector_sha256
 from kb_store.store import KnowledgeBase
@@ -109,6 +110,35 @@ def test_settings_that_change_vectors_change_the_fingerprint(kb_path: Path) -> N
     assert np.linalg.norm(raw, axis=1).min() > 1.5  # unnormalised mean-pooled MiniLM vectors
     np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), mean, atol=1e-5)
     assert not np.allclose(mean, cls)
+
+
+def test_long_texts_are_embedded_in_pieces_when_asked_and_short_ones_as_before(
+    kb_path: Path, direct_model: SentenceTransformer
+) -> None:
+    short = "Sinus rhythm with a PR interval over 200 ms."
+    head = " ".join(f"Criterion {i}: the QRS is narrow in lead V{i % 6 + 1}." for i in range(30))
+    tails = ["The P wave is absent in every lead.", "The T wave is inverted in V1 to V4."]
+    texts = [short, f"{head} {tails[0]}", f"{head} {tails[1]}"]
+    assert len(direct_model.tokenizer(texts[1])["input_ids"]) > direct_model.max_seq_length
+    with KnowledgeBase(kb_path) as kb:
+        cut, _ = Embedder(kb, EncoderSpec()).embed(texts)
+        whole, _ = Embedder(kb, EncoderSpec(long_texts="chunk")).embed(texts)
+        fingerprints = {
+            Embedder(kb, EncoderSpec(long_texts=m)).fingerprint for m in ("truncate", "chunk")
+        }
+    assert len(fingerprints) == 2
+    np.testing.assert_allclose(whole[0], cut[0], atol=1e-6)  # within the limit: unchanged
+    np.testing.assert_allclose(cut[1], cut[2], atol=1e-6)  # truncation drops the differing end
+    assert float(whole[1] @ whole[2]) < 0.999  # the pieces keep it
+    np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
+    tokens = direct_model.tokenizer
+    pieces = split_text(
+        texts[1],
+        lambda ts: [len(tokens(t, add_special_tokens=False)["input_ids"]) for t in ts],
+        254,
+    )
+    assert len(pieces) == 2 and " ".join(pieces) == texts[1]
+    assert all(len(tokens(piece, add_special_tokens=False)["input_ids"]) <= 254 for piece in pieces)
 
 
 def test_same_text_is_embedded_once_across_labels_and_vocabularies(kb_path: Path) -> None:

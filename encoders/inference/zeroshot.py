@@ -53,6 +53,7 @@ def text_spec(checkpoint: Checkpoint) -> EncoderSpec:
         normalize=info["normalize"],
         max_length=info["max_length"],
         dtype=info["dtype"],
+        long_texts=info.get("long_texts", "truncate"),
     )
 
 

@@ -32,11 +32,19 @@ class TextEncoder(Protocol):
 
 
 def load_text_encoder(spec: EncoderSpec, device: str) -> TextEncoder:
-    """Load the model of ``spec`` onto ``device`` in ``spec.dtype``."""
+    """Load the model of ``spec`` onto ``device`` in ``spec.dtype``; with
+    ``long_texts="chunk"``, wrapped so that long texts are embedded in pieces."""
     log.info("loading text encoder %s (%s) on %s", spec.model, spec.backend, device)
-    if spec.backend == "sentence-transformers":
-        return SentenceTransformerEncoder(spec, device)
-    return TransformersEncoder(spec, device)
+    encoder: SentenceTransformerEncoder | TransformersEncoder = (
+        SentenceTransformerEncoder(spec, device)
+        if spec.backend == "sentence-transformers"
+        else TransformersEncoder(spec, device)
+    )
+    if spec.long_texts == "truncate":
+        return encoder
+    from encoders.text.chunking import ChunkedEncoder
+
+    return ChunkedEncoder(encoder, encoder.count_tokens, encoder.token_limit, spec.normalize)
 
 
 def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -58,6 +66,14 @@ class SentenceTransformerEncoder:
         if dim is None:
             raise ValueError(f"model {spec.model!r} does not declare its embedding dimension")
         self.dim = int(dim)
+        self.token_limit = int(self.model.max_seq_length or 512) - 2  # [CLS] and [SEP]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text, without special tokens or truncation."""
+        ids = self.model.tokenizer(list(texts), add_special_tokens=False, verbose=False)[
+            "input_ids"
+        ]
+        return [len(i) for i in ids]
 
     def encode(
         self, texts: Sequence[str], batch_size: int, on_batch: BatchCallback | None = None
@@ -95,6 +111,12 @@ class TransformersEncoder:
         self.dim = int(self.model.config.hidden_size)
         if self.pooling == "pooler" and getattr(self.model, "pooler", None) is None:
             raise ValueError(f"model {spec.model!r} has no pooler; use mean or cls pooling")
+        self.token_limit = self.max_length - 2  # [CLS] and [SEP]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text, without special tokens or truncation."""
+        ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        return [len(i) for i in ids]
 
     @torch.inference_mode()
     def encode(

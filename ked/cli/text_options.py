@@ -1,8 +1,9 @@
 """The text-encoder options shared by every command that embeds label texts.
 
 ``@text_encoder_options()`` adds ``--model``, ``--backend``, ``--pooling``, ``--max-length``,
-``--normalize/--no-normalize`` and ``--dtype`` to a command (``--text-model`` etc. with
-``prefix="text-"``) and hands the command one ``text: EncoderSpec`` instead.
+``--normalize/--no-normalize``, ``--dtype`` and ``--long-texts`` to a command
+(``--text-model`` etc. with ``prefix="text-"``) and hands the command one
+``text: EncoderSpec`` instead.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
     ("max_length", int | None, None, "maximum tokens per text"),
     ("normalize", bool, True, "L2-normalise vectors"),
     ("dtype", str, "auto", "auto, float32, float16 or bfloat16"),
+    ("long_texts", str, "truncate",
+     "texts over the token limit: truncate, or chunk (embed in pieces and average)"),
 )  # fmt: skip
 
 
@@ -37,12 +40,15 @@ def encoder_spec(
     max_length: int | None,
     normalize: bool,
     dtype: str,
+    long_texts: str = "truncate",
 ) -> EncoderSpec:
     """An encoder spec from option values; the model falls back to ``KED_TEXT_MODEL``."""
     if backend not in ("sentence-transformers", "transformers"):
         raise typer.BadParameter(f"unknown backend {backend!r}")
     if pooling not in (None, "mean", "cls", "pooler"):
         raise typer.BadParameter(f"unknown pooling {pooling!r}")
+    if long_texts not in ("truncate", "chunk"):
+        raise typer.BadParameter(f"--long-texts is truncate or chunk, got {long_texts!r}")
     return EncoderSpec(
         model=model or os.environ.get("KED_TEXT_MODEL") or DEFAULT_MODEL,
         backend=backend,  # type: ignore[arg-type]
@@ -50,6 +56,7 @@ def encoder_spec(
         normalize=normalize,
         max_length=max_length,
         dtype=dtype,
+        long_texts=long_texts,  # type: ignore[arg-type]
     )
 
 
