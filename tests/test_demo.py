@@ -32,14 +32,17 @@ def test_demo_runs_every_stage_and_writes_the_report(demo_run: tuple[Path, str])
         assert stage in stdout
     assert "214 records added" in stdout
     rows = [line.split() for line in stdout.splitlines()]
-    for condition in (["knowledge", "(full)"], ["knowledge", "(full)", "+", "measured", "rhythm"]):
+    for condition in (
+        ["knowledge", "(full)"],
+        ["knowledge", "(full)", "+", "measured", "criteria"],
+    ):
         assert [*condition, "all", "labels"] in [row[: len(condition) + 2] for row in rows]
     assert ["name", "all", "labels"] in [row[:3] for row in rows]
     assert "held-out CLBBB: AUROC" in stdout and "held-out AFIB: AUROC" in stdout
     report = json.loads((out / "report" / "report.json").read_text())
     assert set(report["conditions"]) == {
         "knowledge (full)",
-        "knowledge (full) + measured rhythm",
+        "knowledge (full) + measured criteria",
         "name",
     }
     unseen = report["groups"]["unseen in pretraining"]["labels"]

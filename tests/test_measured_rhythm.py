@@ -12,7 +12,7 @@ import pytest
 
 from encoders.ecg import open_source
 from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
-from encoders.inference.criteria import rhythm_log_prior
+from encoders.inference.criteria import criteria_log_prior
 from kb_store.store import KnowledgeBase
 from knowledge.schema import DiagnosisKnowledge
 
@@ -61,7 +61,7 @@ def test_knowledge_rate_and_regularity_become_a_log_prior(curated_kb) -> None:  
     irregular = RhythmMeasurement(80.0, 0.25, 12)
     unknown = RhythmMeasurement(math.nan, math.nan, 1)
 
-    prior = rhythm_log_prior(records, [fast, slow, irregular, unknown])
+    prior = criteria_log_prior(records, [fast, slow, irregular, unknown])
 
     tachy, brady, afib, lvh = prior.T
     assert tachy[0] > -0.2 and tachy[1] < -10  # a fast rate fits, a slow one does not
@@ -162,7 +162,7 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     ectopic = RhythmMeasurement(70.0, 0.02, 9, 2.0, 90.0, 160.0)
     unknown = RhythmMeasurement(70.0, 0.02, 9, nan, nan, nan)
 
-    prior = rhythm_log_prior(records, [narrow, wide_long_pr, ectopic, unknown])
+    prior = criteria_log_prior(records, [narrow, wide_long_pr, ectopic, unknown])
 
     assert prior[0, rbbb] < -2 and prior[1, rbbb] > -0.2  # a narrow QRS is no bundle branch block
     assert prior[1, normal] < -2 < -0.5 < prior[0, normal]

@@ -204,7 +204,7 @@ def test_cli_conversion_equals_the_api_and_ked_zeroshot_scores_with_it(
     predictions = tmp_path / "zeroshot.csv"
     args = ("--checkpoint", str(out), "--data", recordings, "--out", str(predictions))
     code, stdout, err = run_ked(
-        capsys, "--db", str(kb), "zeroshot", *args, *LABEL_ARGS, "--no-measured-rhythm"
+        capsys, "--db", str(kb), "zeroshot", *args, *LABEL_ARGS, "--no-measured-criteria"
     )
     assert code == 0, err
     assert "scored 22 recordings x 2 labels" in stdout

@@ -73,7 +73,7 @@ def _abnormal_pr(pr: np.ndarray, bounds: ValueRange) -> np.ndarray:
     return _within(pr, ValueRange(min=low, max=high), PR_MARGIN_MS)
 
 
-def rhythm_log_prior(
+def criteria_log_prior(
     records: Sequence[DiagnosisKnowledge | None], measured: Sequence[RhythmMeasurement]
 ) -> np.ndarray:
     """(recordings, labels) log-compatibility, <= 0, of each recording with each record."""

@@ -6,8 +6,9 @@ chosen on another split, never the evaluated one: ``val`` when evaluating ``test
 ``train``; with ``all`` there is none, and the report says threshold metrics are absent.
 Labels are grouped by whether their diagnosis was among the checkpoint's training labels, and
 flagged where the label space puts another label closer than ``similarity_threshold``. With
-``measured_rhythm`` the knowledge condition is also reported with the rate and regularity of
-each label's knowledge checked against the recordings (`encoders.inference.criteria`).
+``measured_criteria`` the knowledge condition is also reported with the rate, regularity, QRS
+duration and PR interval of each label's knowledge checked against the recordings
+(`encoders.inference.criteria`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class EvalConfig:
     labels: tuple[str, ...] = ()
     views: tuple[str, ...] | None = None  # default: the checkpoint's views
     ablation: bool = True
-    measured_rhythm: bool = True
+    measured_criteria: bool = True
     eval_split: str | None = None
     threshold_split: str | None = None
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
@@ -141,11 +142,12 @@ def evaluate_checkpoint(config: EvalConfig) -> EvalOutcome:
     for condition, label_vectors in vectors.items():
         scores = {split: classifier.scores(d, label_vectors) for split, d in scored.items()}
         conditions.append((condition, scores))
-        if config.measured_rhythm and label_vectors is first and views != ["name"]:
+        if config.measured_criteria and label_vectors is first and views != ["name"]:
             measured = {
-                s: v + classifier.rhythm_prior(scored[s], label_vectors) for s, v in scores.items()
+                s: v + classifier.criteria_prior(scored[s], label_vectors)
+                for s, v in scores.items()
             }
-            conditions.append((f"{condition} + measured rhythm", measured))
+            conditions.append((f"{condition} + measured criteria", measured))
     results, predictions, files = {}, {}, []
     for condition, scores in conditions:
         data = scored[eval_split]

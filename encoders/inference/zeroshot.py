@@ -24,7 +24,7 @@ from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGDataset, ECGRecord
 from encoders.ecg.rhythm import measure_rhythm
 from encoders.evaluation.label_space import LabelSpace
-from encoders.inference.criteria import rhythm_log_prior
+from encoders.inference.criteria import criteria_log_prior
 from encoders.inference.predict import predict
 from encoders.models.checkpoint import Checkpoint
 from encoders.text import Embedder, EncoderSpec, LabelEntry, label_entries, label_matrix
@@ -202,10 +202,10 @@ class ZeroShotClassifier:
         vectors: LabelVectors,
         ensemble: Ensemble = "vectors",
         batch_size: int = 64,
-        measured_rhythm: bool = False,
+        measured_criteria: bool = False,
     ) -> np.ndarray:
-        """Logits (N, C) of the dataset's recordings for the labels; with ``measured_rhythm``
-        plus each label's `rhythm_prior`."""
+        """Logits (N, C) of the dataset's recordings for the labels; with ``measured_criteria``
+        plus each label's `criteria_prior`."""
         if ensemble == "vectors" or len(vectors.per_view) == 1:
             logits = predict(self.model, data, vectors.combined(), batch_size, self.device)[0]
         else:
@@ -214,9 +214,9 @@ class ZeroShotClassifier:
                 for v in vectors.per_view.values()
             ]
             logits = np.mean(per_view, axis=0)
-        return logits + self.rhythm_prior(data, vectors) if measured_rhythm else logits
+        return logits + self.criteria_prior(data, vectors) if measured_criteria else logits
 
-    def rhythm_prior(
+    def criteria_prior(
         self,
         data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         vectors: LabelVectors,
@@ -226,7 +226,7 @@ class ZeroShotClassifier:
         (`encoders.inference.criteria`); add it to `scores`."""
         fs = self.checkpoint.preprocessing.fs
         measured = [measure_rhythm(data[i][0].numpy(), fs) for i in range(len(data))]  # type: ignore[arg-type]
-        return rhythm_log_prior(vectors.knowledge, measured)
+        return criteria_log_prior(vectors.knowledge, measured)
 
     def predict(
         self,
@@ -239,12 +239,12 @@ class ZeroShotClassifier:
         record_ids: Sequence[str] | None = None,
         units: str = "mV",
         bandpass_hz: tuple[float, float] | None = None,
-        measured_rhythm: bool = True,
+        measured_criteria: bool = True,
     ) -> pd.DataFrame:
         """A tidy table (record_id, label, diagnosis, score, probability) for raw signals.
 
-        With ``measured_rhythm`` the rate and regularity each label's knowledge states are
-        checked against the recording's (`rhythm_prior`).
+        With ``measured_criteria`` the rate, regularity, QRS duration and PR interval each
+        label's knowledge states are checked against the recording's (`criteria_prior`).
 
         ``signals`` is an array (N, 12, T) in standard lead order sampled at ``fs`` (default:
         the checkpoint's rate) in ``units`` (``mV`` or ``z-score``), already filtered to
@@ -256,7 +256,7 @@ class ZeroShotClassifier:
         data = ECGDataset(
             records, evaluation_preprocessing(self.checkpoint.preprocessing), [], lambda _: None
         )
-        logits = self.scores(data, vectors, ensemble, measured_rhythm=measured_rhythm)
+        logits = self.scores(data, vectors, ensemble, measured_criteria=measured_criteria)
         return tidy(data.record_ids, vectors.entries, logits)
 
 

@@ -36,7 +36,7 @@ def demo(
     Pretraining follows the recipe (`encoders.training.recipe`) on PTB-XL's statements and
     diagnostic classes. Complete LBBB and atrial fibrillation are held out of pretraining, so
     the report shows zero-shot scores for diagnoses the model never trained on, and compares
-    the knowledge view (alone and with its measured rhythm criteria) with the bare name, on
+    the knowledge view (alone and with its measured criteria) with the bare name, on
     the sample's test split, which chose nothing.
     """
     from encoders.evaluation import BootstrapSettings

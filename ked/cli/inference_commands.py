@@ -41,10 +41,11 @@ def zeroshot(
     ensemble: Annotated[
         str, typer.Option(help="several views: mean of 'vectors' or of 'scores'")
     ] = "vectors",
-    measured_rhythm: Annotated[
+    measured_criteria: Annotated[
         bool,
         typer.Option(
-            help="check each label's knowledge rate and regularity against the recording's"
+            help="check each label's knowledge rate, regularity, QRS duration and PR interval "
+            "against the recording's"
         ),
     ] = True,
     split: SplitOption = "all",
@@ -84,7 +85,7 @@ def zeroshot(
         dataset,
         vectors,
         ensemble,  # type: ignore[arg-type]
-        measured_rhythm=measured_rhythm,
+        measured_criteria=measured_criteria,
     )
     table = tidy(dataset.record_ids, vectors.entries, logits, dataset.targets)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,11 +141,11 @@ def eval_command(
         list[str] | None, typer.Option(help="knowledge views (default: the checkpoint's)")
     ] = None,
     ablation: Annotated[bool, typer.Option(help="also evaluate the bare name view")] = True,
-    measured_rhythm: Annotated[
+    measured_criteria: Annotated[
         bool,
         typer.Option(
-            help="also report the knowledge condition with each label's knowledge rate and "
-            "regularity checked against the recording's"
+            help="also report the knowledge condition with each label's knowledge rate, "
+            "regularity, QRS duration and PR interval checked against the recording's"
         ),
     ] = True,
     split: Annotated[
@@ -177,7 +178,7 @@ def eval_command(
             labels=tuple(labels or ()),
             views=tuple(view) if view else None,
             ablation=ablation,
-            measured_rhythm=measured_rhythm,
+            measured_criteria=measured_criteria,
             eval_split=split,
             threshold_split=threshold_split,
             bootstrap=BootstrapSettings(resamples=resamples, seed=seed),
