@@ -70,7 +70,7 @@ _OPPOSITE = {
         ("peaked", "flattened"),
     ]
 }
-_UNITS = {"_ms": "ms", "_mv": "mV", "_bpm": "bpm"}
+_UNITS = {"_ms": "ms", "_mv": "mV", "_bpm": "bpm", "_deg": "degrees"}
 
 
 def check_record(record: DiagnosisKnowledge, curated: DiagnosisKnowledge) -> list[Finding]:

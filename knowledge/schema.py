@@ -221,6 +221,12 @@ class MorphologyFeatures(_Model):
     t_wave: WaveFinding | None = None
     u_wave: WaveFinding | None = None
     qt_interval: QtFinding | None = None
+    qrs_axis_deg: ValueRange | None = Field(
+        None,
+        description="frontal-plane QRS axis, degrees from -180 to 180 (lead I at 0, aVF at +90, "
+        "aVL at -30); only when the criteria state an axis range, e.g. left axis deviation "
+        "-90 to -30",
+    )
 
     @field_validator(*_WAVE_BOUNDS)
     @classmethod
@@ -234,9 +240,15 @@ class MorphologyFeatures(_Model):
         _check_bounds(v.amplitude_mv, -amp, amp, f"{what} amplitude", "mV")
         return v
 
+    @field_validator("qrs_axis_deg")
+    @classmethod
+    def _axis(cls, v: ValueRange | None) -> ValueRange | None:
+        _check_bounds(v, -180, 180, "QRS axis", "degrees")
+        return v
+
     def findings(self) -> dict[str, WaveFinding | QtFinding]:
-        """The features that are present, by field name."""
-        return {k: v for k, v in self if v is not None}
+        """The wave, segment and QT findings that are present, by field name (not the axis)."""
+        return {k: v for k, v in self if isinstance(v, WaveFinding | QtFinding)}
 
 
 class TerritoryFinding(_Model):

@@ -134,6 +134,29 @@ def test_ptbxl_diagnostic_groups(pack: CuratedPack) -> None:
     assert record(pack, "LPFB").name == "left posterior fascicular block"
 
 
+def test_axis_ranges_where_the_criteria_define_the_axis(pack: CuratedPack) -> None:
+    def axis(name: str) -> tuple[float | None, float | None] | None:
+        found = record(pack, name).morphology
+        rng = found.qrs_axis_deg if found is not None else None
+        return (rng.min, rng.max) if rng is not None else None
+
+    assert axis("left axis deviation") == (-90, -30)
+    assert axis("LAFB") == axis("marked left axis deviation") == (-90, -45)
+    assert axis("right axis deviation") == axis("LPFB") == (90, 180)
+    assert axis("normal ECG") == (-30, 90)
+    # an axis that is only often shifted, or one of two alternatives, is not stored
+    for name in ("RVH", "LVH", "inferior myocardial infarction", "LAFB/LPFB", "indeterminate axis"):
+        assert axis(name) is None, name
+    # the views do not show the axis: the label vectors of trained checkpoints stay valid
+    for r in pack.records:
+        if r.morphology is not None and r.morphology.qrs_axis_deg is not None:
+            bare = r.morphology.model_copy(update={"qrs_axis_deg": None})
+            for view in ("full", "morphology", "summary", "rhythm", "name"):
+                assert render_view(r, view) == render_view(
+                    r.model_copy(update={"morphology": bare}), view
+                )
+
+
 def test_reimport_writes_nothing_and_a_newer_pack_versions_only_what_changed(
     pack: CuratedPack, db_path: Path, tmp_path: Path
 ) -> None:

@@ -48,6 +48,21 @@ def test_pr_of_2000_ms_is_rejected() -> None:
     assert "rhythm.pr_interval_ms" in message and "2000 ms" in message
 
 
+def test_qrs_axis_outside_the_circle_is_rejected() -> None:
+    data = base()
+    data["morphology"]["qrs_axis_deg"] = {"min": -90, "max": -30}
+    assert DiagnosisKnowledge.model_validate(data).morphology.qrs_axis_deg.max == -30  # type: ignore[union-attr]
+    data["morphology"]["qrs_axis_deg"] = {"min": 90, "max": 270}
+    message = errors_of(data)
+    assert "morphology.qrs_axis_deg" in message and "270 degrees" in message
+
+
+def test_an_axis_alone_is_no_description_of_the_ecg() -> None:
+    morphology = {"qrs_axis_deg": {"min": -90, "max": -30}}
+    data = with_changes(category="other", rhythm=None, morphology=morphology)
+    assert "rhythm, morphology" in errors_of(data)
+
+
 def test_qrs_of_5_ms_and_seconds_for_milliseconds_are_rejected() -> None:
     data = base()
     data["morphology"]["qrs_complex"]["duration_ms"] = {"min": 5, "max": 10}
