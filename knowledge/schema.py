@@ -17,9 +17,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -245,6 +247,15 @@ class MorphologyFeatures(_Model):
     def _axis(cls, v: ValueRange | None) -> ValueRange | None:
         _check_bounds(v, -180, 180, "QRS axis", "degrees")
         return v
+
+    @model_serializer(mode="wrap")
+    def _without_absent_axis(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Leave an absent axis out, so records without one keep the content hash they had
+        before the field existed (the knowledge base versions a record on a new hash)."""
+        data: dict[str, object] = handler(self)
+        if self.qrs_axis_deg is None:
+            data.pop("qrs_axis_deg", None)
+        return data
 
     def findings(self) -> dict[str, WaveFinding | QtFinding]:
         """The wave, segment and QT findings that are present, by field name (not the axis)."""
