@@ -1,4 +1,4 @@
-"""Rate, regularity, premature beats, QRS duration and PR interval measured from real
+"""Rate, regularity, premature beats, QRS duration, PR interval and QRS axis measured from real
 recordings, and checked against knowledge records."""
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def test_knowledge_rate_and_regularity_become_a_log_prior(curated_kb) -> None:  
 def sample_measures() -> dict[str, list[RhythmMeasurement]]:
     """Measurements of the shipped PTB-XL records, by label, for the interval criteria."""
     wanted = ("SCP:NORM", "SCP:CLBBB", "SCP:CRBBB", "SCP:LPR", "AV block", "SCP:PAC", "SCP:PVC")
+    wanted += ("left fascicular block",)
     out: dict[str, list[RhythmMeasurement]] = {}
     for record in open_source("sample").iter_records():
         measured = None
@@ -109,18 +110,40 @@ def test_qrs_pr_and_premature_beats_of_real_recordings(
     assert np.mean([m.premature_beats >= 1 for m in norm]) < 0.1
 
 
+def test_qrs_axis_of_real_recordings(sample_measures: dict[str, list[RhythmMeasurement]]) -> None:
+    norm, fascicular = sample_measures["SCP:NORM"], sample_measures["left fascicular block"]
+    assert 0 < _median(norm, "qrs_axis_deg") < 90  # the adult normal axis, about +45 degrees
+    assert np.mean([m.qrs_axis_deg <= -30 for m in norm]) < 0.1
+    # the pooled PTB-XL class is mostly left anterior fascicular block: -45 degrees or beyond
+    assert _median(fascicular, "qrs_axis_deg") <= -45
+    assert np.mean([m.qrs_axis_deg <= -30 for m in fascicular]) > 0.7
+    assert np.mean([math.isnan(m.qrs_axis_deg) for m in norm]) < 0.05
+
+
+def test_a_masked_limb_lead_measures_no_axis_and_changes_no_logit(curated_kb: Path) -> None:
+    record = next(r for r in open_source("sample").iter_records() if "SCP:NORM" in r.labels)
+    masked = np.array(record.signal, dtype=np.float64)
+    masked[4] = 0.0  # aVL absent
+    whole, without = measure_rhythm(record.signal, record.fs), measure_rhythm(masked, record.fs)
+    assert not math.isnan(whole.qrs_axis_deg) and math.isnan(without.qrs_axis_deg)
+    assert not math.isnan(without.qrs_ms)  # the other leads still give the QRS duration
+    records = _records(curated_kb, ["left axis deviation"])
+    assert criteria_log_prior(records, [without]).tolist() == [[0.0]]
+
+
 def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Path) -> None:
     folder = shared_data / "ptbxl_sample"
     if not (folder / "labels.csv").is_file():
         pytest.skip(f"the PTB-XL development sample is not in {folder}")
     labels = pd.read_csv(folder / "labels.csv")
     train = labels[labels.split == "train"]
-    signals = np.load(folder / "signals_100hz.npy", mmap_mode="r")
+    signals = np.load(folder / "signals_100hz.npy", mmap_mode="r", allow_pickle=False)
     groups = {
         "NORM": train.index[train["sub_class:NORM"] == 1][:300],
         "BBB": train.index[(train["sub_class:CLBBB"] == 1) | (train["sub_class:CRBBB"] == 1)],
         "LPR": train.index[train["form:LPR"] == 1],
         "premature": train.index[(train["form:PAC"] == 1) | (train["form:PVC"] == 1)],
+        "fascicular": train.index[train["sub_class:LAFB/LPFB"] == 1],
     }
     measured = {
         name: [measure_rhythm(np.asarray(signals[i], dtype=np.float64), 100.0) for i in rows]
@@ -137,6 +160,13 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
     assert auroc("BBB", "qrs_ms") > 0.95
     assert auroc("LPR", "pr_ms") > 0.9
     assert auroc("premature", "premature_beats") > 0.9
+    # left fascicular blocks (mostly anterior) lie left of -30 degrees, normal ECGs do not
+    assert 1 - auroc("fascicular", "qrs_axis_deg") > 0.85
+
+    def left_share(group: str) -> float:
+        return float(np.mean([m.qrs_axis_deg <= -30 for m in measured[group]]))
+
+    assert left_share("fascicular") > 0.8 > 0.1 > left_share("NORM")
 
 
 def _records(curated_kb: Path, names: list[str]) -> list[DiagnosisKnowledge]:
@@ -171,4 +201,25 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     assert prior[1, sinus] == prior[0, sinus]  # a long PR does not count against sinus rhythm
     # nothing measured: the QRS, PR and premature-beat criteria leave the logit as it was
     assert prior[3, rbbb] == 0 and prior[3, pvc] == 0 and prior[3, avb] > -0.1
+    assert (prior <= 0).all()
+
+
+def test_knowledge_axis_becomes_a_log_prior(curated_kb: Path) -> None:
+    names = ["left axis deviation", "right axis deviation", "normal ECG", "LVH"]
+    lad, rad, normal, lvh = range(len(names))
+    records = _records(curated_kb, names)
+
+    def axis(degrees: float) -> RhythmMeasurement:
+        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, degrees)
+
+    at = {deg: i for i, deg in enumerate((60.0, -60.0, 135.0, -165.0, math.nan))}
+    prior = criteria_log_prior(records, [axis(deg) for deg in at])
+
+    assert prior[at[60], lad] < -4 and prior[at[-60], lad] > -0.5  # +60 is no left axis deviation
+    assert prior[at[135], rad] > -0.5 and prior[at[60], rad] < -1.5
+    # on the circle -165 lies 15 degrees past +180: close to right axis deviation, far from left
+    assert -2 < prior[at[-165], rad] < prior[at[135], rad] and prior[at[-165], lad] < -3
+    assert prior[at[-60], normal] < prior[at[60], normal] - 1
+    assert (prior[:, lvh] == prior[at[math.nan], lvh]).all()  # LVH states no axis range
+    assert prior[at[math.nan], lad] == 0 and prior[at[math.nan], rad] == 0
     assert (prior <= 0).all()

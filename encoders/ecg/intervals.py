@@ -9,7 +9,17 @@ the largest multi-lead deviation from the QRS-onset level between the previous T
 QRS, and starts where that deviation rises above ``_P_LEVEL`` of its height over the minimum
 before it. A P wave that does not stand ``_P_SNR`` times above the beat-to-beat scatter of the
 median (atrial fibrillation, a P hidden in the T wave), or whose onset lies before the searched
-interval, gives a NaN PR interval; fewer than ``_MIN_BEATS`` beats give NaN for both.
+interval, gives a NaN PR interval; fewer than ``_MIN_BEATS`` beats give NaN for all.
+
+The frontal QRS axis comes from the signs alone of the net QRS area (over the measured QRS,
+from the level at its onset) in the six limb leads, since windows are z-scored per lead and
+amplitudes of different leads cannot be compared. Each sign puts the axis in the half-plane on
+that side of the lead's perpendicular; the six together leave one 30-degree sector of the
+hexaxial reference system, whose centre is the axis. A lead whose net area is under
+``_EQUIPHASIC`` of its absolute area votes for no side. The axis is the sector agreeing with
+the most voting leads, with at most one dissenting; two adjacent sectors tied (an equiphasic
+lead, or one lead off) give their common boundary, the direction perpendicular to that lead.
+Any other tie, or a flat (masked) limb lead, gives NaN.
 """
 
 from __future__ import annotations
@@ -34,12 +44,19 @@ _P_GAP_S = 0.02  # the P peak lies at least this far before the QRS onset
 _P_AFTER_T = 0.6  # of the RR interval: the previous beat's T wave ends by then
 _P_SNR = 3.0  # a P wave 3 standard errors above the median beat's scatter is no chance bump
 _P_RISE_S = 0.12  # P onset to peak: within a P wave's ~120 ms (longer with atrial enlargement)
+# Directions (degrees) of the limb leads I, II, III, aVR, aVL, aVF, the first six of a window.
+LIMB_LEAD_DEG = np.array([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])
+_SECTOR_CENTRES_DEG = np.arange(-165.0, 180.0, 30.0)  # sectors between the leads' perpendiculars
+# |R - S| under a tenth of R + S (R/S between 0.82 and 1.22): an equiphasic lead, whose sign
+# the median beat's noise could flip.
+_EQUIPHASIC = 0.1
 
 
 @dataclass(frozen=True)
 class IntervalMeasurement:
     qrs_ms: float
     pr_ms: float
+    qrs_axis_deg: float = float("nan")
 
 
 _NOT_MEASURED = IntervalMeasurement(float("nan"), float("nan"))
@@ -82,8 +99,8 @@ def _crossing(curve: np.ndarray, start: int, step: int, level: float, quiet: int
 def measure_intervals(
     x: np.ndarray, beats: np.ndarray, fs: float, rr_s: float
 ) -> IntervalMeasurement:
-    """QRS duration and PR interval (ms) of window ``x`` (leads, samples) with QRS at ``beats``
-    and median RR interval ``rr_s`` seconds."""
+    """QRS duration and PR interval (ms) and frontal QRS axis (degrees) of window ``x`` (leads,
+    samples; limb leads first) with QRS at ``beats`` and median RR interval ``rr_s`` seconds."""
     pre, post, shift = round(_PRE_S * fs), round(_POST_S * fs), max(1, round(_ALIGN_S * fs))
     cuts = _aligned(np.asarray(x, dtype=np.float64), beats, pre, post, shift)
     if len(cuts) < _MIN_BEATS:
@@ -93,6 +110,7 @@ def measure_intervals(
     present = rms[:, 0] > 0
     if not present.any():
         return _NOT_MEASURED
+    limb = median[: len(LIMB_LEAD_DEG)] if present[: len(LIMB_LEAD_DEG)].all() else None
     median, cuts = median[present] / rms[present], cuts[:, present] / rms[present]
 
     slope = np.abs(np.diff(median, axis=-1)).sum(axis=0)
@@ -107,7 +125,33 @@ def measure_intervals(
     if not (peak - onset <= half and offset - peak <= half):
         return _NOT_MEASURED
     qrs_ms = (offset - onset) * 1000.0 / fs
-    return IntervalMeasurement(qrs_ms, _pr_ms(median, cuts, onset, pre, rr_s, fs))
+    axis = qrs_axis_deg(limb, onset, offset) if limb is not None else float("nan")
+    return IntervalMeasurement(qrs_ms, _pr_ms(median, cuts, onset, pre, rr_s, fs), axis)
+
+
+def qrs_axis_deg(limb: np.ndarray, onset: float, offset: float) -> float:
+    """Frontal QRS axis (degrees, -180 to 180) from the signs of the net QRS area between the
+    fractional indices ``onset`` and ``offset`` of the limb leads' median beat ``limb`` (I, II,
+    III, aVR, aVL, aVF); NaN when the signs do not settle it."""
+    if limb.shape[0] != len(LIMB_LEAD_DEG):
+        return float("nan")
+    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
+    level = np.array([np.interp(onset, np.arange(lead.size), lead) for lead in limb])
+    qrs = limb[:, span] - level[:, None]
+    net, area = qrs.sum(axis=-1), np.abs(qrs).sum(axis=-1)
+    votes = np.where(np.abs(net) < _EQUIPHASIC * area, 0.0, np.sign(net))
+    expected = np.sign(np.cos(np.radians(_SECTOR_CENTRES_DEG[:, None] - LIMB_LEAD_DEG[None, :])))
+    agree = (expected == votes[None, :]).sum(axis=1)
+    best = _SECTOR_CENTRES_DEG[agree == agree.max()]
+    if agree.max() < np.count_nonzero(votes) - 1 or len(best) > 2:
+        return float("nan")
+    if len(best) == 1:
+        return float(best[0])
+    turns = np.radians(best)
+    if np.cos(turns[0] - turns[1]) < np.cos(np.radians(31.0)):  # two sectors not adjacent
+        return float("nan")
+    middle = float(np.degrees(np.arctan2(np.sin(turns).sum(), np.cos(turns).sum())))
+    return float(round(middle))
 
 
 def _pr_ms(

@@ -1,14 +1,15 @@
-"""Measured criteria: the knowledge record's rate, regularity, PR interval and QRS duration
-checked against the recording.
+"""Measured criteria: the knowledge record's rate, regularity, PR interval, QRS duration and
+QRS axis checked against the recording.
 
 A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close together, so text
-vectors alone cannot tell sinus tachycardia from sinus bradycardia. The structured knowledge
-can: its ``rhythm.rate_bpm`` range, ``rhythm.regularity``, ``rhythm.pr_interval_ms`` and
-``morphology.qrs_complex.duration_ms`` are checked against the rate, RR irregularity,
-premature beats, PR interval and QRS duration measured from the signal
-(`encoders.ecg.rhythm`), and the log-compatibility is added to the model's logit. A label whose
-record states none of them, or a recording where one cannot be measured, is left as the model
-scored it for that criterion.
+vectors alone cannot tell sinus tachycardia from sinus bradycardia, nor "-30 to -90 degrees"
+from "+90 to +180 degrees". The structured knowledge can: its ``rhythm.rate_bpm`` range,
+``rhythm.regularity``, ``rhythm.pr_interval_ms``, ``morphology.qrs_complex.duration_ms`` and
+``morphology.qrs_axis_deg`` are checked against the rate, RR irregularity, premature beats, PR
+interval, QRS duration and frontal QRS axis measured from the signal (`encoders.ecg.rhythm`),
+and the log-compatibility is added to the model's logit. A label whose record states none of
+them, or a recording where one cannot be measured, is left as the model scored it for that
+criterion.
 
 The margins are physiological or set by the 100 Hz resolution, fixed in advance and never
 fitted to data: rate bounds are soft over ``RATE_MARGIN_BPM``; "regular" means a successive-RR
@@ -16,11 +17,13 @@ variation under ``REGULAR_BELOW``, "irregularly irregular" one above it, soft ov
 ``IRREGULARITY_MARGIN``; "irregular" (premature or escape beats, sinus arrhythmia) asks for at
 least one premature beat in the window, soft over ``PREMATURE_MARGIN`` beats. PR and QRS
 bounds are soft over ``PR_MARGIN_MS`` and ``QRS_MARGIN_MS``; only PR bounds beyond the normal
-range ``NORMAL_PR_MS`` (a long or a short PR) are checked. A QRS duration stated by a record
-whose rhythm is "irregular" or "regularly irregular" is that of its ectopic beats (a premature
-ventricular contraction is wide, the beats around it are not), which the median beat leaves
-out, so it is not checked. "Regularly irregular" and "variable" (group beating, bigeminy) are
-patterns no single number judges, and are not checked either.
+range ``NORMAL_PR_MS`` (a long or a short PR) are checked. Axis bounds are soft over
+``AXIS_MARGIN_DEG`` on the circle: a measured -165 degrees lies 15 degrees past a bound of
++180. A QRS duration stated by a record whose rhythm is "irregular" or "regularly irregular"
+is that of its ectopic beats (a premature ventricular contraction is wide, the beats around it
+are not), which the median beat leaves out, so it is not checked. "Regularly irregular" and
+"variable" (group beating, bigeminy) are patterns no single number judges, and are not
+checked either.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ PR_MARGIN_MS = 20.0
 # conduction rather than defining itself by it, and sinus rhythm goes on with a first-degree AV
 # block, so only bounds beyond it (a long PR >= 200, a short one <= 120) are checked.
 NORMAL_PR_MS = (120.0, 200.0)
+# The measured axis is the centre of a 30-degree hexaxial sector (`encoders.ecg.intervals`), so
+# it lies up to 15 degrees from the true axis; half a sector plus 5 degrees of slack.
+AXIS_MARGIN_DEG = 20.0
 _ECTOPIC = ("irregular", "regularly irregular")
 
 
@@ -73,6 +79,15 @@ def _abnormal_pr(pr: np.ndarray, bounds: ValueRange) -> np.ndarray:
     return _within(pr, ValueRange(min=low, max=high), PR_MARGIN_MS)
 
 
+def _axis_within(axis: np.ndarray, bounds: ValueRange) -> np.ndarray:
+    """Log-compatibility of ``axis`` (degrees) with ``bounds``, each soft over
+    ``AXIS_MARGIN_DEG``, taking the turn of each angle nearest the range's middle."""
+    low = bounds.min if bounds.min is not None else -180.0
+    high = bounds.max if bounds.max is not None else 180.0
+    middle = (low + high) / 2
+    return _within(middle + (axis - middle + 180.0) % 360.0 - 180.0, bounds, AXIS_MARGIN_DEG)
+
+
 def criteria_log_prior(
     records: Sequence[DiagnosisKnowledge | None], measured: Sequence[RhythmMeasurement]
 ) -> np.ndarray:
@@ -83,6 +98,7 @@ def criteria_log_prior(
 
     rate, irregularity = column("rate_bpm"), column("rr_irregularity")
     premature, qrs, pr = column("premature_beats"), column("qrs_ms"), column("pr_ms")
+    axis = column("qrs_axis_deg")
     prior = np.zeros((len(measured), len(records)))
     for i, record in enumerate(records):
         if record is None:
@@ -102,4 +118,6 @@ def criteria_log_prior(
         qrs_complex = morphology.qrs_complex if morphology is not None else None
         if qrs_complex is not None and qrs_complex.duration_ms and regularity not in _ECTOPIC:
             prior[:, i] += _within(qrs, qrs_complex.duration_ms, QRS_MARGIN_MS)
+        if morphology is not None and morphology.qrs_axis_deg is not None:
+            prior[:, i] += _axis_within(axis, morphology.qrs_axis_deg)
     return prior
