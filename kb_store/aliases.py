@@ -2,8 +2,10 @@
 
 Names, synonyms and free-text labels share one namespace; each code system has its own, so
 PTB-XL's SCP code ``AMI`` (anterior MI) and CinC's abbreviation ``AMI`` (acute MI) do not
-collide. A query is looked up among names first, then among codes; a ``SNOMED:`` or ``SCP:``
-prefix restricts it to that code system.
+collide. A query is looked up among names first, then among codes, then among names again in
+looser forms (without a parenthetical remark, plural words made singular: "premature atrial
+contractions", "old myocardial infarction (scar)"); a ``SNOMED:`` or ``SCP:`` prefix restricts
+it to that code system.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from knowledge.schema import DiagnosisKnowledge
 NAMES = "name"
 CODE_NAMESPACES: tuple[str, ...] = ("snomed_ct", "scp_ecg")
 _CODE_PREFIX = re.compile(r"^\s*(snomed(?:[\s_-]*ct)?|sct|scp(?:[\s_-]*ecg)?)\s*:\s*", re.I)
+_PARENTHETICAL = re.compile(r"[(\[][^)\]]*[)\]]")
 
 Alias = tuple[str, str, str]  # (namespace, alias, kind)
 
@@ -36,7 +39,33 @@ def lookup_plan(query: str) -> list[tuple[tuple[str, ...], str]]:
     key = normalize_name(text)
     if namespace is not None:
         return [((namespace,), key)]
-    return [((NAMES,), key), (CODE_NAMESPACES, key)]
+    return [((NAMES,), key), (CODE_NAMESPACES, key)] + [((NAMES,), k) for k in loose_keys(text)]
+
+
+def loose_keys(name: str) -> list[str]:
+    """Looser keys for a name, to try after the exact one: without parenthetical remarks,
+    then with plural words made singular (English endings only)."""
+    exact = normalize_name(name)
+    bare = normalize_name(_PARENTHETICAL.sub(" ", name))
+    keys: list[str] = []
+    for key in (bare, _singular(exact), _singular(bare)):
+        if key and key != exact and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _singular(key: str) -> str:
+    return " ".join(_singular_word(word) for word in key.split())
+
+
+def _singular_word(word: str) -> str:
+    if len(word) <= 3 or not word.endswith("s") or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith("xes"):
+        return word[:-2]
+    return word[:-1]
 
 
 def record_aliases(record: DiagnosisKnowledge, extra_labels: Iterable[str] = ()) -> list[Alias]:

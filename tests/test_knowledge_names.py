@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from kb_store.aliases import lookup_plan, loose_keys
 from kb_store.migrations import LATEST_VERSION, MIGRATIONS
 from kb_store.store import KnowledgeBase
 from knowledge.names import normalize_name
@@ -92,3 +93,29 @@ def test_migration_rekeys_aliases_and_restores_names_in_other_scripts(db_path: P
             stored.provenance,
         )
         assert added.diagnosis.id == 2 and added.version == 2
+
+
+def test_plural_and_parenthetical_queries_resolve_after_exact_names_and_codes(
+    kb_copy: Path,
+) -> None:
+    queries = [
+        "premature atrial contractions",
+        "PVCs",
+        "old myocardial infarction (scar)",
+        "SCP:AMI",
+        "pericarditis of the heart (acute)",
+    ]
+    with KnowledgeBase(kb_copy, read_only=True) as kb:
+        found = kb.resolve_many(queries)
+        expected = {
+            "premature atrial contractions": kb.resolve("premature atrial contraction"),
+            "PVCs": kb.resolve("premature ventricular contraction"),
+            "old myocardial infarction (scar)": kb.resolve("old myocardial infarction"),
+            "SCP:AMI": kb.resolve("anterior myocardial infarction"),
+            "pericarditis of the heart (acute)": None,  # looser keys, but never a guess
+        }
+    assert all(expected[q] is not None for q in queries[:4])
+    assert found == expected
+    assert lookup_plan("AFIB")[:2] == [(("name",), "afib"), (("snomed_ct", "scp_ecg"), "afib")]
+    assert loose_keys("Q waves (pathological)") == ["q waves", "q wave pathological", "q wave"]
+    assert loose_keys("stenosis") == [] and loose_keys("abnormalities") == ["abnormality"]
