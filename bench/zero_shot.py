@@ -23,6 +23,10 @@ With ``--few-shot``, the first seed's knowledge-trained model is also adapted wi
 scored on the same test split.
 
     python bench/zero_shot.py [--out runs/zero-shot] [--seeds 0 1 2] [--epochs N] [--few-shot]
+    python bench/zero_shot.py --combine runs/zs-seed0 runs/zs-seed1 runs/zs-seed2
+
+``--combine`` prints the tables of runs made as separate processes (one seed each, side by
+side on several cores) from their ``results.json``, without training or evaluating.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ QUERIES = (
     "knowledge (full) + measured criteria",
     "name",
 )  # `ked eval --view full`
+MIN_POSITIVES = 5
+"""Groups are also reported over their labels with at least this many positives in the
+evaluated records (a filter on the records' labels alone: it chooses no model or setting)."""
 CROSS = {
     "CinC 2021": "cinc2021:{root}/cinc2021",
     "Chapman": "chapman:{root}/chapman_sample",
@@ -69,7 +76,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--conditions", nargs="+", default=list(TEXT_CONDITIONS))
     parser.add_argument("--few-shot", action="store_true")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="OUT")
     args = parser.parse_args()
+    if args.combine:
+        _print_tables(
+            [r for out in args.combine for r in json.loads((out / "results.json").read_text())]
+        )
+        return
     if not SHARED.is_dir():
         raise SystemExit(f"shared ECG samples not found at {SHARED} (set KED_SHARED_DATA)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +124,7 @@ def main() -> None:
                 )
                 rows += _rows(condition, seed, dataset, outcome)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
-    _print_tables(rows, args.seeds)
+    _print_tables(rows)
     if args.few_shot:
         _few_shot(args.out / f"knowledge-seed{args.seeds[0]}", ptbxl, db)
     print(f"\n{len(args.seeds)} seeds, {time.perf_counter() - started:.0f} s in all")
@@ -148,6 +161,13 @@ def _rows(condition: str, seed: int, dataset: str, outcome: Any) -> list[dict[st
         seen = outcome.groups.get("seen in pretraining", [])
         if dataset == "PTB-XL test":
             groups["seen, statements only"] = [label for label in seen if label in statements]
+        frequent = {row.label for row in result.labels if row.positives >= MIN_POSITIVES}
+        groups |= {
+            f"{group}, >= {MIN_POSITIVES} positives": [
+                label for label in labels if label in frequent
+            ]
+            for group, labels in list(groups.items())
+        }
         for group, labels in groups.items():
             mean = result.macro_over(labels).to_dict()
             out.append(
@@ -178,7 +198,7 @@ def _rows(condition: str, seed: int, dataset: str, outcome: Any) -> list[dict[st
     return out
 
 
-def _print_tables(rows: list[dict[str, Any]], seeds: list[int]) -> None:
+def _print_tables(rows: list[dict[str, Any]]) -> None:
     keys = sorted(
         {(r["dataset"], r["group"]) for r in rows}, key=lambda k: (k[0] != "PTB-XL test", k)
     )
