@@ -1,5 +1,5 @@
-"""Rate, regularity, premature beats, QRS duration, PR interval and QRS axis measured from real
-recordings, and checked against knowledge records."""
+"""Rate, regularity, premature beats, QRS duration, PR interval, QRS axis, P-wave strength and
+T-wave polarity measured from real recordings, and checked against knowledge records."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from encoders.ecg import open_source
 from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
 from encoders.inference.criteria import criteria_log_prior
 from kb_store.store import KnowledgeBase
+from knowledge.leads import STANDARD_LEADS
 from knowledge.schema import DiagnosisKnowledge
 
 
@@ -222,4 +223,90 @@ def test_knowledge_axis_becomes_a_log_prior(curated_kb: Path) -> None:
     assert prior[at[-60], normal] < prior[at[60], normal] - 1
     assert (prior[:, lvh] == prior[at[math.nan], lvh]).all()  # LVH states no axis range
     assert prior[at[math.nan], lad] == 0 and prior[at[math.nan], rad] == 0
+    assert (prior <= 0).all()
+
+
+def test_p_wave_strength_of_real_rhythms(
+    sample_rhythms: dict[str, list[RhythmMeasurement]],
+) -> None:
+    def clear(label: str) -> float:
+        return float(np.mean([m.p_snr >= 3 for m in sample_rhythms[label]]))
+
+    # atrial fibrillation leaves no P wave on the median beat, sinus rhythm a clear one
+    assert clear("SCP:AFIB") < 0.4 < 0.9 < clear("SCP:SR")
+    assert (
+        _median(sample_rhythms["SCP:AFIB"], "p_snr")
+        < 3
+        < _median(sample_rhythms["SCP:SR"], "p_snr")
+    )
+
+
+def test_t_wave_polarity_of_a_real_recording_flips_with_its_lead() -> None:
+    record = next(r for r in open_source("sample").iter_records() if "SCP:NORM" in r.labels)
+    signal = np.array(record.signal, dtype=np.float64)
+    polarity = measure_rhythm(signal, record.fs).t_polarity
+    assert len(polarity) == 12
+    assert polarity[3] == -1 and polarity[10] == 1  # a normal T wave: inverted in aVR, up in V5
+    signal[10] = -signal[10]  # V5 negated
+    flipped = measure_rhythm(signal, record.fs).t_polarity
+    assert flipped[10] == -1 and flipped[:10] == polarity[:10]
+    signal[10] = 0.0  # V5 absent
+    assert math.isnan(measure_rhythm(signal, record.fs).t_polarity[10])
+
+
+def test_p_waves_and_t_waves_separate_their_labels_on_the_ptbxl_train_split(
+    shared_data: Path,
+) -> None:
+    folder = shared_data / "ptbxl_sample"
+    if not (folder / "labels.csv").is_file():
+        pytest.skip(f"the PTB-XL development sample is not in {folder}")
+    labels = pd.read_csv(folder / "labels.csv")
+    train = labels[labels.split == "train"]
+    signals = np.load(folder / "signals_100hz.npy", mmap_mode="r", allow_pickle=False)
+    groups = {
+        "AFIB": train.index[train["rhythm:AFIB"] == 1],
+        "SR": train.index[train["rhythm:SR"] == 1][:200],
+        "INVT": train.index[train["form:INVT"] == 1],
+        "NORM": train.index[train["sub_class:NORM"] == 1][:200],
+    }
+    measured = {
+        name: [measure_rhythm(np.asarray(signals[i], dtype=np.float64), 100.0) for i in rows]
+        for name, rows in groups.items()
+    }
+    p_snr = {name: np.array([m.p_snr for m in found]) for name, found in measured.items()}
+    afib, sr = p_snr["AFIB"][:, None], p_snr["SR"][None, :]
+    assert (sr > afib).mean() > 0.9  # AUROC of the P wave's strength, sinus rhythm vs AF
+    leads = [STANDARD_LEADS.index(lead) for lead in ("I", "II", "aVL", "aVF", "V2", "V3", "V4")]
+    leads += [STANDARD_LEADS.index("V5"), STANDARD_LEADS.index("V6")]  # the INVT record's leads
+
+    def inverted(group: str) -> np.ndarray:
+        return np.array([np.mean(np.array(m.t_polarity)[leads] == -1) for m in measured[group]])
+
+    assert inverted("INVT").mean() > 0.3 > 0.1 > inverted("NORM").mean()
+    assert (inverted("INVT")[:, None] > inverted("NORM")[None, :]).mean() > 0.85
+
+
+def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
+    names = ["atrial fibrillation", "atrial flutter", "sinus rhythm", "right bundle branch block"]
+    names += ["normal ECG", "T wave inversion", "first degree AV block"]
+    afib, flutter, sinus, rbbb, normal, invt, avb = range(len(names))
+    records = _records(curated_kb, names)
+    upright = (1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    inverted = (1.0, 1.0, -1.0, -1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0)
+
+    def beat(p_snr: float, t_polarity: tuple[float, ...]) -> RhythmMeasurement:
+        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 100.0, 160.0, 45.0, p_snr, t_polarity)
+
+    clear, none = beat(12.0, upright), beat(1.5, upright)
+    unknown = RhythmMeasurement(math.nan, math.nan, 1)  # no P-wave strength, no T waves
+    prior = criteria_log_prior(records, [clear, none, unknown, beat(12.0, inverted)])
+
+    assert prior[0, afib] < prior[1, afib] - 5  # a clear P wave is no atrial fibrillation
+    assert prior[1, sinus] < prior[0, sinus] - 1.5  # sinus rhythm has one
+    assert prior[0, flutter] == prior[1, flutter]  # flutter waves may look like a P wave
+    assert prior[0, rbbb] == prior[1, rbbb]  # a bundle branch block holds in AF too
+    assert prior[0, avb] > prior[1, avb]  # first-degree AV block: sinus P, long PR
+    assert prior[3, normal] < prior[0, normal] - 1  # normal T waves are upright
+    assert prior[3, invt] > -0.5 > -2 > prior[0, invt]  # T inverted in 6 of its 9 leads
+    assert (prior[2] == 0).all()  # nothing measured: nothing changed
     assert (prior <= 0).all()

@@ -9,7 +9,14 @@ the largest multi-lead deviation from the QRS-onset level between the previous T
 QRS, and starts where that deviation rises above ``_P_LEVEL`` of its height over the minimum
 before it. A P wave that does not stand ``_P_SNR`` times above the beat-to-beat scatter of the
 median (atrial fibrillation, a P hidden in the T wave), or whose onset lies before the searched
-interval, gives a NaN PR interval; fewer than ``_MIN_BEATS`` beats give NaN for all.
+interval, gives a NaN PR interval; fewer than ``_MIN_BEATS`` beats give NaN for all. The P
+wave's height over that scatter is kept as its strength (``p_snr``), whatever the PR.
+
+The T wave's polarity in each lead is the sign of its net area, from the level at QRS onset,
+between the QRS end and ``_T_END_RR`` of the RR interval after the QRS (by then the T wave has
+ended), on a median beat cut out ``_T_POST_S`` past the QRS. Signs, unlike amplitudes, survive
+per-lead z-scoring. A lead whose net area is under ``_EQUIPHASIC`` of its absolute area
+(biphasic or flat) is 0, a flat (masked) lead NaN.
 
 The frontal QRS axis comes from the signs alone of the net QRS area (over the measured QRS,
 from the level at its onset) in the six limb leads, since windows are z-scored per lead and
@@ -44,6 +51,8 @@ _P_GAP_S = 0.02  # the P peak lies at least this far before the QRS onset
 _P_AFTER_T = 0.6  # of the RR interval: the previous beat's T wave ends by then
 _P_SNR = 3.0  # a P wave 3 standard errors above the median beat's scatter is no chance bump
 _P_RISE_S = 0.12  # P onset to peak: within a P wave's ~120 ms (longer with atrial enlargement)
+_T_POST_S = 0.5  # the T wave ends within a QT of ~450 ms after QRS onset at rates above 50 bpm
+_T_END_RR = 0.6  # as ``_P_AFTER_T``: the T wave has ended by 60% of the RR interval
 # Directions (degrees) of the limb leads I, II, III, aVR, aVL, aVF, the first six of a window.
 LIMB_LEAD_DEG = np.array([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])
 _SECTOR_CENTRES_DEG = np.arange(-165.0, 180.0, 30.0)  # sectors between the leads' perpendiculars
@@ -57,6 +66,8 @@ class IntervalMeasurement:
     qrs_ms: float
     pr_ms: float
     qrs_axis_deg: float = float("nan")
+    p_snr: float = float("nan")
+    t_polarity: tuple[float, ...] = ()
 
 
 _NOT_MEASURED = IntervalMeasurement(float("nan"), float("nan"))
@@ -99,10 +110,12 @@ def _crossing(curve: np.ndarray, start: int, step: int, level: float, quiet: int
 def measure_intervals(
     x: np.ndarray, beats: np.ndarray, fs: float, rr_s: float
 ) -> IntervalMeasurement:
-    """QRS duration and PR interval (ms) and frontal QRS axis (degrees) of window ``x`` (leads,
-    samples; limb leads first) with QRS at ``beats`` and median RR interval ``rr_s`` seconds."""
+    """QRS duration and PR interval (ms), frontal QRS axis (degrees), P-wave strength and T-wave
+    polarity per lead of window ``x`` (leads, samples; limb leads first) with QRS at ``beats``
+    and median RR interval ``rr_s`` seconds."""
+    x = np.asarray(x, dtype=np.float64)
     pre, post, shift = round(_PRE_S * fs), round(_POST_S * fs), max(1, round(_ALIGN_S * fs))
-    cuts = _aligned(np.asarray(x, dtype=np.float64), beats, pre, post, shift)
+    cuts = _aligned(x, beats, pre, post, shift)
     if len(cuts) < _MIN_BEATS:
         return _NOT_MEASURED
     median = np.median(cuts, axis=0)
@@ -126,7 +139,30 @@ def measure_intervals(
         return _NOT_MEASURED
     qrs_ms = (offset - onset) * 1000.0 / fs
     axis = qrs_axis_deg(limb, onset, offset) if limb is not None else float("nan")
-    return IntervalMeasurement(qrs_ms, _pr_ms(median, cuts, onset, pre, rr_s, fs), axis)
+    p_snr, pr_ms = _p_wave(median, cuts, onset, pre, rr_s, fs)
+    end = pre + min(round(_T_POST_S * fs), round(_T_END_RR * rr_s * fs))
+    t_cuts = _aligned(x, beats, pre, round(_T_POST_S * fs), shift)
+    t_polarity = (
+        t_wave_polarity(np.median(t_cuts, axis=0), onset, offset, end)
+        if len(t_cuts) >= _MIN_BEATS
+        else ()
+    )
+    return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, t_polarity)
+
+
+def t_wave_polarity(median: np.ndarray, onset: float, offset: float, end: int) -> tuple[float, ...]:
+    """Per lead of ``median`` (leads, samples): +1 for an upright T wave, -1 for an inverted one,
+    0 for a biphasic or flat one, NaN for a flat lead; the T wave lies after the QRS ``offset``
+    up to index ``end``, measured from the level at QRS ``onset``."""
+    span = np.arange(int(np.ceil(offset)), min(end, median.shape[-1] - 1) + 1)
+    if len(span) < 2:
+        return ()
+    level = np.array([np.interp(onset, np.arange(lead.size), lead) for lead in median])
+    t = median[:, span] - level[:, None]
+    net, area = t.sum(axis=-1), np.abs(t).sum(axis=-1)
+    flat = ~(np.abs(median).max(axis=-1) > 0)
+    sign = np.where(np.abs(net) < _EQUIPHASIC * area, 0.0, np.sign(net))
+    return tuple(float(v) for v in np.where(flat, np.nan, sign))
 
 
 def qrs_axis_deg(limb: np.ndarray, onset: float, offset: float) -> float:
@@ -154,27 +190,31 @@ def qrs_axis_deg(limb: np.ndarray, onset: float, offset: float) -> float:
     return float(round(middle))
 
 
-def _pr_ms(
+def _p_wave(
     median: np.ndarray, cuts: np.ndarray, onset: float, pre: int, rr_s: float, fs: float
-) -> float:
-    """PR interval (ms) from the P wave's onset to the QRS ``onset`` (fractional index)."""
+) -> tuple[float, float]:
+    """The P wave's height over the median's scatter, and the PR interval (ms) from its onset
+    to the QRS ``onset`` (fractional index)."""
+    nan = float("nan")
     start = max(0, pre - round((1.0 - _P_AFTER_T) * rr_s * fs))
     end = int(np.floor(onset)) - round(_P_GAP_S * fs)
     if end - start < 3:
-        return float("nan")
+        return nan, nan
     ref = median[:, int(np.floor(onset))][:, None]
     deviation = np.sqrt(((median - ref) ** 2).mean(axis=0))
     p = start + int(np.argmax(deviation[start : end + 1]))
     # scatter of the median itself: 1.25 x the beat-to-beat SD / sqrt(beats), RMS over leads
     scatter = 1.25 * cuts[:, :, start : end + 1].std(axis=0) / np.sqrt(len(cuts))
-    if deviation[p] < _P_SNR * float(np.sqrt((scatter**2).mean())):
-        return float("nan")
+    noise = float(np.sqrt((scatter**2).mean()))
+    snr = float(deviation[p] / noise) if noise > 0 else nan
+    if not snr >= _P_SNR:
+        return snr, nan
     # the P wave rises from a local minimum of the deviation no earlier than the search
     # interval and ``_P_RISE_S`` before its peak; still falling there, its onset is not seen
     first = max(start, p - round(_P_RISE_S * fs))
     low = first + int(np.argmin(deviation[first : p + 1]))
     if low == 0 or deviation[low - 1] < deviation[low]:
-        return float("nan")
+        return snr, nan
     level = deviation[low] + _P_LEVEL * (deviation[p] - deviation[low])
     p_onset = _crossing(deviation, p, -1, level, 1)
-    return (onset - p_onset) * 1000.0 / fs
+    return snr, (onset - p_onset) * 1000.0 / fs

@@ -1,5 +1,5 @@
-"""Heart rate, RR irregularity, premature beats, intervals and QRS axis measured from a
-preprocessed 12-lead window.
+"""Heart rate, RR irregularity, premature beats, intervals, QRS axis, P wave and T waves
+measured from a preprocessed 12-lead window.
 
 QRS complexes are the steepest deflections in every lead, so beats are the peaks of the
 slope energy summed over the present leads (smoothed over 80 ms), at least 270 ms apart
@@ -8,8 +8,9 @@ the beats: the rate is 60 / median RR, and the irregularity the median absolute 
 successive RR intervals over the median RR (about 0.02 in sinus rhythm, 0.15-0.3 in atrial
 fibrillation). A premature beat comes after an RR interval shorter than ``PREMATURE_BELOW`` of
 the median and is followed by a longer one (the compensatory pause). QRS duration, PR
-interval and the frontal QRS axis come from the median beat (`encoders.ecg.intervals`). Fewer
-than three beats in the window give NaN for all.
+interval, the frontal QRS axis, the P wave's strength and the T wave's polarity per lead come
+from the median beat (`encoders.ecg.intervals`). Fewer than three beats in the window give NaN
+for all.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class RhythmMeasurement:
     qrs_ms: float = float("nan")
     pr_ms: float = float("nan")
     qrs_axis_deg: float = float("nan")
+    p_snr: float = float("nan")
+    t_polarity: tuple[float, ...] = ()  # per standard lead: +1 upright, -1 inverted, 0 flat
 
 
 def detect_beats(x: np.ndarray, fs: float) -> np.ndarray:
@@ -63,8 +66,9 @@ def premature_beats(rr: np.ndarray) -> int:
 
 
 def measure_rhythm(x: np.ndarray, fs: float) -> RhythmMeasurement:
-    """Rate, RR irregularity, premature beats, QRS duration, PR interval and QRS axis of one
-    window ``x`` (leads, samples; standard lead order) sampled at ``fs`` Hz."""
+    """Rate, RR irregularity, premature beats, QRS duration, PR interval, QRS axis, P-wave
+    strength and T-wave polarity of one window ``x`` (leads, samples; standard lead order)
+    sampled at ``fs`` Hz."""
     beats = detect_beats(x, fs)
     if len(beats) < 3:
         return RhythmMeasurement(float("nan"), float("nan"), len(beats))
@@ -80,4 +84,6 @@ def measure_rhythm(x: np.ndarray, fs: float) -> RhythmMeasurement:
         intervals.qrs_ms,
         intervals.pr_ms,
         intervals.qrs_axis_deg,
+        intervals.p_snr,
+        intervals.t_polarity,
     )

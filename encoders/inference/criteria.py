@@ -1,5 +1,5 @@
-"""Measured criteria: the knowledge record's rate, regularity, PR interval, QRS duration and
-QRS axis checked against the recording.
+"""Measured criteria: the knowledge record's rate, regularity, PR interval, QRS duration, QRS
+axis, P-wave presence and T-wave direction checked against the recording.
 
 A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close together, so text
 vectors alone cannot tell sinus tachycardia from sinus bradycardia, nor "-30 to -90 degrees"
@@ -24,6 +24,19 @@ is that of its ectopic beats (a premature ventricular contraction is wide, the b
 are not), which the median beat leaves out, so it is not checked. "Regularly irregular" and
 "variable" (group beating, bigeminy) are patterns no single number judges, and are not
 checked either.
+
+P waves stated "present" ask for a P wave standing out from the median beat's scatter (its
+``p_snr``, `encoders.ecg.intervals`) by ``P_CLEAR_SNR`` standard errors, "absent" for none, soft
+over ``P_SNR_MARGIN``. "Present" is checked only for records with a P wave before every QRS
+(1:1; in AV block or dissociation it drifts and averages out) that state their rhythm's
+regularity: a conduction pattern stating none (bundle branch or fascicular block) says
+"present" of the usual sinus rhythm, but holds in atrial fibrillation too. "Absent" is checked
+only for an irregularly irregular rhythm (atrial fibrillation), whose atrial activity is
+unrelated to the QRS and averages out of the median beat; flutter waves conducted at a fixed
+ratio are locked to the QRS and look like a P wave there. "Variable" and "hidden" are not
+checked. T waves stated "inverted" or "upright" in listed leads ask for at least ``T_SHARE``
+of those measured to agree, soft over one lead; other directions, and records listing no
+leads, are not checked.
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from encoders.ecg.rhythm import RhythmMeasurement
-from knowledge.schema import DiagnosisKnowledge, ValueRange
+from knowledge.leads import STANDARD_LEADS
+from knowledge.schema import DiagnosisKnowledge, PWaves, ValueRange
 
 RATE_MARGIN_BPM = 5.0
 REGULAR_BELOW = 0.08
@@ -53,6 +67,14 @@ NORMAL_PR_MS = (120.0, 200.0)
 # it lies up to 15 degrees from the true axis; half a sector plus 5 degrees of slack.
 AXIS_MARGIN_DEG = 20.0
 _ECTOPIC = ("irregular", "regularly irregular")
+# The P-wave test of `encoders.ecg.intervals` (3 standard errors of the median beat's scatter),
+# soft over one standard error.
+P_CLEAR_SNR = 3.0
+P_SNR_MARGIN = 1.0
+# A T-wave finding spans a territory, of which the record lists the union: at least half of the
+# listed leads, soft over one lead (a territory's findings need two contiguous leads).
+T_SHARE = 0.5
+_T_SIGN = {"upright": 1.0, "inverted": -1.0}
 
 
 def _log_sigmoid(z: np.ndarray) -> np.ndarray:
@@ -88,6 +110,27 @@ def _axis_within(axis: np.ndarray, bounds: ValueRange) -> np.ndarray:
     return _within(middle + (axis - middle + 180.0) % 360.0 - 180.0, bounds, AXIS_MARGIN_DEG)
 
 
+def _defines_atrial_rhythm(p_waves: PWaves | None, regularity: str | None) -> bool:
+    """A record whose P wave precedes every QRS (so the median beat shows it) and that states
+    its rhythm; one stating no rhythm (a bundle branch block) holds in atrial fibrillation too."""
+    return p_waves is not None and p_waves.relation_to_qrs == "1:1" and regularity is not None
+
+
+def _t_agreement(polarity: np.ndarray, leads: Sequence[str], sign: float) -> np.ndarray:
+    """Log-compatibility of the (recordings, 12) T-wave ``polarity`` with ``sign`` in at least
+    ``T_SHARE`` of the measured ``leads``, soft over one lead."""
+    listed = polarity[:, [STANDARD_LEADS.index(lead) for lead in leads]]
+    measured = (~np.isnan(listed)).sum(axis=1)
+    agree = (listed == sign).sum(axis=1)
+    return np.where(measured > 0, _log_sigmoid(agree - T_SHARE * measured), 0.0)
+
+
+def _polarities(measured: Sequence[RhythmMeasurement]) -> np.ndarray:
+    """(recordings, 12) T-wave polarity, NaN where a recording has none."""
+    rows = [m.t_polarity if np.size(m.t_polarity) == len(STANDARD_LEADS) else () for m in measured]
+    return np.array([r or (float("nan"),) * len(STANDARD_LEADS) for r in rows], dtype=np.float64)
+
+
 def criteria_log_prior(
     records: Sequence[DiagnosisKnowledge | None], measured: Sequence[RhythmMeasurement]
 ) -> np.ndarray:
@@ -98,7 +141,7 @@ def criteria_log_prior(
 
     rate, irregularity = column("rate_bpm"), column("rr_irregularity")
     premature, qrs, pr = column("premature_beats"), column("qrs_ms"), column("pr_ms")
-    axis = column("qrs_axis_deg")
+    axis, p_snr, polarity = column("qrs_axis_deg"), column("p_snr"), _polarities(measured)
     prior = np.zeros((len(measured), len(records)))
     for i, record in enumerate(records):
         if record is None:
@@ -120,4 +163,13 @@ def criteria_log_prior(
             prior[:, i] += _within(qrs, qrs_complex.duration_ms, QRS_MARGIN_MS)
         if morphology is not None and morphology.qrs_axis_deg is not None:
             prior[:, i] += _axis_within(axis, morphology.qrs_axis_deg)
+        p_waves = rhythm.p_waves if rhythm is not None else None
+        presence = p_waves.presence if p_waves is not None else None
+        if presence == "present" and _defines_atrial_rhythm(p_waves, regularity):
+            prior[:, i] += _log_sigmoid((p_snr - P_CLEAR_SNR) / P_SNR_MARGIN)
+        elif presence == "absent" and regularity == "irregularly irregular":
+            prior[:, i] += _log_sigmoid((P_CLEAR_SNR - p_snr) / P_SNR_MARGIN)
+        t_wave = morphology.t_wave if morphology is not None else None
+        if t_wave is not None and t_wave.direction in _T_SIGN and t_wave.leads:
+            prior[:, i] += _t_agreement(polarity, t_wave.leads, _T_SIGN[t_wave.direction])
     return prior
