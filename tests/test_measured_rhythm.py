@@ -1,5 +1,6 @@
-"""Rate, regularity, premature beats, QRS duration, PR interval, QRS axis, P-wave strength and
-T-wave polarity measured from real recordings, and checked against knowledge records."""
+"""Rate, regularity, premature beats, QRS duration, PR interval, QRS axis, P-wave strength,
+T-wave polarity and ST deviation measured from real recordings, and checked against knowledge
+records."""
 
 from __future__ import annotations
 
@@ -241,17 +242,23 @@ def test_p_wave_strength_of_real_rhythms(
     )
 
 
-def test_t_wave_polarity_of_a_real_recording_flips_with_its_lead() -> None:
+def test_t_wave_and_st_of_a_real_recording_flip_with_their_lead() -> None:
     record = next(r for r in open_source("sample").iter_records() if "SCP:NORM" in r.labels)
     signal = np.array(record.signal, dtype=np.float64)
-    polarity = measure_rhythm(signal, record.fs).t_polarity
-    assert len(polarity) == 12
+    whole = measure_rhythm(signal, record.fs)
+    polarity, st = whole.t_polarity, whole.st_deviation
+    assert len(polarity) == len(st) == 12
     assert polarity[3] == -1 and polarity[10] == 1  # a normal T wave: inverted in aVR, up in V5
+    assert max(abs(v) for v in st) < 0.2  # a normal ST segment: near the level at QRS onset
     signal[10] = -signal[10]  # V5 negated
-    flipped = measure_rhythm(signal, record.fs).t_polarity
-    assert flipped[10] == -1 and flipped[:10] == polarity[:10]
+    flipped = measure_rhythm(signal, record.fs)
+    assert flipped.t_polarity[10] == -1 and flipped.t_polarity[:10] == polarity[:10]
+    assert (
+        flipped.st_deviation[10] == pytest.approx(-st[10]) and flipped.st_deviation[:10] == st[:10]
+    )
     signal[10] = 0.0  # V5 absent
-    assert math.isnan(measure_rhythm(signal, record.fs).t_polarity[10])
+    absent = measure_rhythm(signal, record.fs)
+    assert math.isnan(absent.t_polarity[10]) and math.isnan(absent.st_deviation[10])
 
 
 def test_p_waves_and_t_waves_separate_their_labels_on_the_ptbxl_train_split(
@@ -268,6 +275,7 @@ def test_p_waves_and_t_waves_separate_their_labels_on_the_ptbxl_train_split(
         "SR": train.index[train["rhythm:SR"] == 1][:200],
         "INVT": train.index[train["form:INVT"] == 1],
         "NORM": train.index[train["sub_class:NORM"] == 1][:200],
+        "STD": train.index[train["form:STD"] == 1],
     }
     measured = {
         name: [measure_rhythm(np.asarray(signals[i], dtype=np.float64), 100.0) for i in rows]
@@ -285,21 +293,33 @@ def test_p_waves_and_t_waves_separate_their_labels_on_the_ptbxl_train_split(
     assert inverted("INVT").mean() > 0.3 > 0.1 > inverted("NORM").mean()
     assert (inverted("INVT")[:, None] > inverted("NORM")[None, :]).mean() > 0.85
 
+    def depressed(group: str) -> np.ndarray:  # in the ST depression record's leads (also V2-V6)
+        return np.array([np.mean(np.array(m.st_deviation)[leads] < -0.05) for m in measured[group]])
+
+    assert depressed("STD").mean() > 0.2 > 0.05 > depressed("NORM").mean()
+    # ties (no lead depressed in either, most normal ECGs) counted against
+    assert (depressed("STD")[:, None] > depressed("NORM")[None, :]).mean() > 0.7
+
 
 def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
     names = ["atrial fibrillation", "atrial flutter", "sinus rhythm", "right bundle branch block"]
-    names += ["normal ECG", "T wave inversion", "first degree AV block"]
-    afib, flutter, sinus, rbbb, normal, invt, avb = range(len(names))
+    names += ["normal ECG", "T wave inversion", "first degree AV block", "ST depression"]
+    afib, flutter, sinus, rbbb, normal, invt, avb, std = range(len(names))
     records = _records(curated_kb, names)
     upright = (1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     inverted = (1.0, 1.0, -1.0, -1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0)
 
-    def beat(p_snr: float, t_polarity: tuple[float, ...]) -> RhythmMeasurement:
-        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 100.0, 160.0, 45.0, p_snr, t_polarity)
+    level, low = (0.0,) * 12, (-0.1,) * 12  # ST at the QRS-onset level, or 10% of the QRS below
+
+    def beat(
+        p_snr: float, t: tuple[float, ...], st: tuple[float, ...] = level
+    ) -> RhythmMeasurement:
+        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 100.0, 160.0, 45.0, p_snr, t, st)
 
     clear, none = beat(12.0, upright), beat(1.5, upright)
-    unknown = RhythmMeasurement(math.nan, math.nan, 1)  # no P-wave strength, no T waves
-    prior = criteria_log_prior(records, [clear, none, unknown, beat(12.0, inverted)])
+    unknown = RhythmMeasurement(math.nan, math.nan, 1)  # no P-wave strength, T wave or ST
+    measured = [clear, none, unknown, beat(12.0, inverted), beat(12.0, upright, low)]
+    prior = criteria_log_prior(records, measured)
 
     assert prior[0, afib] < prior[1, afib] - 5  # a clear P wave is no atrial fibrillation
     assert prior[1, sinus] < prior[0, sinus] - 1.5  # sinus rhythm has one
@@ -308,5 +328,6 @@ def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
     assert prior[0, avb] > prior[1, avb]  # first-degree AV block: sinus P, long PR
     assert prior[3, normal] < prior[0, normal] - 1  # normal T waves are upright
     assert prior[3, invt] > -0.5 > -2 > prior[0, invt]  # T inverted in 6 of its 9 leads
+    assert prior[4, std] > -0.1 > -3 > prior[0, std]  # ST depression, in all its leads or none
     assert (prior[2] == 0).all()  # nothing measured: nothing changed
     assert (prior <= 0).all()

@@ -16,7 +16,9 @@ The T wave's polarity in each lead is the sign of its net area, from the level a
 between the QRS end and ``_T_END_RR`` of the RR interval after the QRS (by then the T wave has
 ended), on a median beat cut out ``_T_POST_S`` past the QRS. Signs, unlike amplitudes, survive
 per-lead z-scoring. A lead whose net area is under ``_EQUIPHASIC`` of its absolute area
-(biphasic or flat) is 0, a flat (masked) lead NaN.
+(biphasic or flat) is 0, a flat (masked) lead NaN. The ST deviation in each lead is its level
+``_ST_AFTER_J_S`` after the QRS end, from that at QRS onset, over the lead's own QRS
+peak-to-peak: a ratio that per-lead z-scoring leaves as it was.
 
 The frontal QRS axis comes from the signs alone of the net QRS area (over the measured QRS,
 from the level at its onset) in the six limb leads, since windows are z-scored per lead and
@@ -52,6 +54,7 @@ _P_AFTER_T = 0.6  # of the RR interval: the previous beat's T wave ends by then
 _P_SNR = 3.0  # a P wave 3 standard errors above the median beat's scatter is no chance bump
 _P_RISE_S = 0.12  # P onset to peak: within a P wave's ~120 ms (longer with atrial enlargement)
 _T_POST_S = 0.5  # the T wave ends within a QT of ~450 ms after QRS onset at rates above 50 bpm
+_ST_AFTER_J_S = 0.06  # the ST level is read 60 ms after the QRS end (the J point)
 _T_END_RR = 0.6  # as ``_P_AFTER_T``: the T wave has ended by 60% of the RR interval
 # Directions (degrees) of the limb leads I, II, III, aVR, aVL, aVF, the first six of a window.
 LIMB_LEAD_DEG = np.array([0.0, 60.0, 120.0, -150.0, -30.0, 90.0])
@@ -68,6 +71,7 @@ class IntervalMeasurement:
     qrs_axis_deg: float = float("nan")
     p_snr: float = float("nan")
     t_polarity: tuple[float, ...] = ()
+    st_deviation: tuple[float, ...] = ()
 
 
 _NOT_MEASURED = IntervalMeasurement(float("nan"), float("nan"))
@@ -110,9 +114,9 @@ def _crossing(curve: np.ndarray, start: int, step: int, level: float, quiet: int
 def measure_intervals(
     x: np.ndarray, beats: np.ndarray, fs: float, rr_s: float
 ) -> IntervalMeasurement:
-    """QRS duration and PR interval (ms), frontal QRS axis (degrees), P-wave strength and T-wave
-    polarity per lead of window ``x`` (leads, samples; limb leads first) with QRS at ``beats``
-    and median RR interval ``rr_s`` seconds."""
+    """QRS duration and PR interval (ms), frontal QRS axis (degrees), P-wave strength, T-wave
+    polarity and ST deviation per lead of window ``x`` (leads, samples; limb leads first) with
+    QRS at ``beats`` and median RR interval ``rr_s`` seconds."""
     x = np.asarray(x, dtype=np.float64)
     pre, post, shift = round(_PRE_S * fs), round(_POST_S * fs), max(1, round(_ALIGN_S * fs))
     cuts = _aligned(x, beats, pre, post, shift)
@@ -142,12 +146,23 @@ def measure_intervals(
     p_snr, pr_ms = _p_wave(median, cuts, onset, pre, rr_s, fs)
     end = pre + min(round(_T_POST_S * fs), round(_T_END_RR * rr_s * fs))
     t_cuts = _aligned(x, beats, pre, round(_T_POST_S * fs), shift)
-    t_polarity = (
-        t_wave_polarity(np.median(t_cuts, axis=0), onset, offset, end)
-        if len(t_cuts) >= _MIN_BEATS
-        else ()
-    )
-    return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, t_polarity)
+    if len(t_cuts) < _MIN_BEATS:
+        return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr)
+    t_median = np.median(t_cuts, axis=0)
+    t_polarity = t_wave_polarity(t_median, onset, offset, end)
+    st = st_deviation(t_median, onset, offset, offset + _ST_AFTER_J_S * fs)
+    return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, t_polarity, st)
+
+
+def st_deviation(median: np.ndarray, onset: float, offset: float, at: float) -> tuple[float, ...]:
+    """Per lead of ``median``: the level at fractional index ``at`` from that at QRS ``onset``,
+    over the lead's QRS peak-to-peak between ``onset`` and ``offset``; NaN for a flat lead."""
+    grid = np.arange(median.shape[-1])
+    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
+    shift = np.array([np.interp(at, grid, lead) - np.interp(onset, grid, lead) for lead in median])
+    ptp = np.ptp(median[:, span], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tuple(float(v) for v in np.where(ptp > 0, shift / ptp, np.nan))
 
 
 def t_wave_polarity(median: np.ndarray, onset: float, offset: float, end: int) -> tuple[float, ...]:

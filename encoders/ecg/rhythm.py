@@ -8,9 +8,9 @@ the beats: the rate is 60 / median RR, and the irregularity the median absolute 
 successive RR intervals over the median RR (about 0.02 in sinus rhythm, 0.15-0.3 in atrial
 fibrillation). A premature beat comes after an RR interval shorter than ``PREMATURE_BELOW`` of
 the median and is followed by a longer one (the compensatory pause). QRS duration, PR
-interval, the frontal QRS axis, the P wave's strength and the T wave's polarity per lead come
-from the median beat (`encoders.ecg.intervals`). Fewer than three beats in the window give NaN
-for all.
+interval, the frontal QRS axis, the P wave's strength and the T wave's polarity and ST
+deviation per lead come from the median beat (`encoders.ecg.intervals`). Fewer than three
+beats in the window give NaN for all.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class RhythmMeasurement:
     qrs_axis_deg: float = float("nan")
     p_snr: float = float("nan")
     t_polarity: tuple[float, ...] = ()  # per standard lead: +1 upright, -1 inverted, 0 flat
+    st_deviation: tuple[float, ...] = ()  # per standard lead, of its QRS peak-to-peak
 
 
 def detect_beats(x: np.ndarray, fs: float) -> np.ndarray:
@@ -67,8 +68,8 @@ def premature_beats(rr: np.ndarray) -> int:
 
 def measure_rhythm(x: np.ndarray, fs: float) -> RhythmMeasurement:
     """Rate, RR irregularity, premature beats, QRS duration, PR interval, QRS axis, P-wave
-    strength and T-wave polarity of one window ``x`` (leads, samples; standard lead order)
-    sampled at ``fs`` Hz."""
+    strength, T-wave polarity and ST deviation of one window ``x`` (leads, samples; standard
+    lead order) sampled at ``fs`` Hz."""
     beats = detect_beats(x, fs)
     if len(beats) < 3:
         return RhythmMeasurement(float("nan"), float("nan"), len(beats))
@@ -86,4 +87,5 @@ def measure_rhythm(x: np.ndarray, fs: float) -> RhythmMeasurement:
         intervals.qrs_axis_deg,
         intervals.p_snr,
         intervals.t_polarity,
+        intervals.st_deviation,
     )

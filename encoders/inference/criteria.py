@@ -1,5 +1,5 @@
 """Measured criteria: the knowledge record's rate, regularity, PR interval, QRS duration, QRS
-axis, P-wave presence and T-wave direction checked against the recording.
+axis, P-wave presence, T-wave direction and ST depression checked against the recording.
 
 A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close together, so text
 vectors alone cannot tell sinus tachycardia from sinus bradycardia, nor "-30 to -90 degrees"
@@ -34,9 +34,12 @@ regularity: a conduction pattern stating none (bundle branch or fascicular block
 only for an irregularly irregular rhythm (atrial fibrillation), whose atrial activity is
 unrelated to the QRS and averages out of the median beat; flutter waves conducted at a fixed
 ratio are locked to the QRS and look like a P wave there. "Variable" and "hidden" are not
-checked. T waves stated "inverted" or "upright" in listed leads ask for at least ``T_SHARE``
-of those measured to agree, soft over one lead; other directions, and records listing no
-leads, are not checked.
+checked. T waves stated "inverted" or "upright" in listed leads ask for at least
+``LEAD_SHARE`` of those measured to agree, soft over one lead; other directions, and records
+listing no leads, are not checked. An ST segment stated "depressed" in listed leads asks the
+same of the ST level 60 ms after the QRS, below that at QRS onset by ``ST_DEPRESSED`` of the
+lead's QRS peak-to-peak. Elevation is not checked: it did not separate on the PTB-XL train
+split, where infarcts are mostly old and normal V2-V3 ST sits above the baseline.
 """
 
 from __future__ import annotations
@@ -71,10 +74,13 @@ _ECTOPIC = ("irregular", "regularly irregular")
 # soft over one standard error.
 P_CLEAR_SNR = 3.0
 P_SNR_MARGIN = 1.0
-# A T-wave finding spans a territory, of which the record lists the union: at least half of the
-# listed leads, soft over one lead (a territory's findings need two contiguous leads).
-T_SHARE = 0.5
+# A T-wave or ST finding spans a territory, of which the record lists the union: at least half
+# of the listed leads, soft over one lead (a territory's findings need two contiguous leads).
+LEAD_SHARE = 0.5
 _T_SIGN = {"upright": 1.0, "inverted": -1.0}
+# ST depression of 0.05 mV (0.5 mm) counts in most leads; amplitudes are lost to z-scoring, so
+# it is taken relative to the lead's own QRS, about 1 mV peak to peak: 5% of it.
+ST_DEPRESSED = 0.05
 
 
 def _log_sigmoid(z: np.ndarray) -> np.ndarray:
@@ -116,18 +122,25 @@ def _defines_atrial_rhythm(p_waves: PWaves | None, regularity: str | None) -> bo
     return p_waves is not None and p_waves.relation_to_qrs == "1:1" and regularity is not None
 
 
-def _t_agreement(polarity: np.ndarray, leads: Sequence[str], sign: float) -> np.ndarray:
-    """Log-compatibility of the (recordings, 12) T-wave ``polarity`` with ``sign`` in at least
-    ``T_SHARE`` of the measured ``leads``, soft over one lead."""
-    listed = polarity[:, [STANDARD_LEADS.index(lead) for lead in leads]]
+def _in_leads(found: np.ndarray, leads: Sequence[str]) -> np.ndarray:
+    """Log-compatibility of a finding ``found`` per lead (recordings, 12: 1 seen, 0 not, NaN
+    unmeasured) with its being seen in at least ``LEAD_SHARE`` of the measured ``leads``, soft
+    over one lead."""
+    listed = found[:, [STANDARD_LEADS.index(lead) for lead in leads]]
     measured = (~np.isnan(listed)).sum(axis=1)
-    agree = (listed == sign).sum(axis=1)
-    return np.where(measured > 0, _log_sigmoid(agree - T_SHARE * measured), 0.0)
+    seen = np.nansum(listed, axis=1)
+    return np.where(measured > 0, _log_sigmoid(seen - LEAD_SHARE * measured), 0.0)
 
 
-def _polarities(measured: Sequence[RhythmMeasurement]) -> np.ndarray:
-    """(recordings, 12) T-wave polarity, NaN where a recording has none."""
-    rows = [m.t_polarity if np.size(m.t_polarity) == len(STANDARD_LEADS) else () for m in measured]
+def _where_measured(value: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """``seen`` as 1 or 0, NaN where ``value`` is NaN."""
+    return np.where(np.isnan(value), np.nan, seen.astype(np.float64))
+
+
+def _per_lead(measured: Sequence[RhythmMeasurement], name: str) -> np.ndarray:
+    """(recordings, 12) per-lead measure ``name``, NaN where a recording has none."""
+    rows = [getattr(m, name) for m in measured]
+    rows = [r if np.size(r) == len(STANDARD_LEADS) else () for r in rows]
     return np.array([r or (float("nan"),) * len(STANDARD_LEADS) for r in rows], dtype=np.float64)
 
 
@@ -141,7 +154,13 @@ def criteria_log_prior(
 
     rate, irregularity = column("rate_bpm"), column("rr_irregularity")
     premature, qrs, pr = column("premature_beats"), column("qrs_ms"), column("pr_ms")
-    axis, p_snr, polarity = column("qrs_axis_deg"), column("p_snr"), _polarities(measured)
+    axis, p_snr, polarity = (
+        column("qrs_axis_deg"),
+        column("p_snr"),
+        _per_lead(measured, "t_polarity"),
+    )
+    st_shift = _per_lead(measured, "st_deviation")
+    depressed = _where_measured(st_shift, st_shift < -ST_DEPRESSED)
     prior = np.zeros((len(measured), len(records)))
     for i, record in enumerate(records):
         if record is None:
@@ -171,5 +190,9 @@ def criteria_log_prior(
             prior[:, i] += _log_sigmoid((P_CLEAR_SNR - p_snr) / P_SNR_MARGIN)
         t_wave = morphology.t_wave if morphology is not None else None
         if t_wave is not None and t_wave.direction in _T_SIGN and t_wave.leads:
-            prior[:, i] += _t_agreement(polarity, t_wave.leads, _T_SIGN[t_wave.direction])
+            found = _where_measured(polarity, polarity == _T_SIGN[t_wave.direction])
+            prior[:, i] += _in_leads(found, t_wave.leads)
+        st = morphology.st_segment if morphology is not None else None
+        if st is not None and st.direction == "depressed" and st.leads:
+            prior[:, i] += _in_leads(depressed, st.leads)
     return prior
