@@ -1,4 +1,5 @@
-"""QRS duration and PR interval measured on the median beat of a preprocessed 12-lead window.
+"""What the median beat of a preprocessed 12-lead window shows: QRS duration, PR interval,
+frontal QRS axis, P-wave strength, and per lead the T-wave polarity and ST level.
 
 The beats (`encoders.ecg.rhythm.detect_beats`) are cut out around each detected QRS, aligned
 on their QRS by cross-correlation and averaged with a median per lead, which keeps the dominant

@@ -6,9 +6,9 @@ chosen on another split, never the evaluated one: ``val`` when evaluating ``test
 ``train``; with ``all`` there is none, and the report says threshold metrics are absent.
 Labels are grouped by whether their diagnosis was among the checkpoint's training labels, and
 flagged where the label space puts another label closer than ``similarity_threshold``. With
-``measured_criteria`` the knowledge condition is also reported with the rate, regularity, QRS
-duration and PR interval of each label's knowledge checked against the recordings
-(`encoders.inference.criteria`).
+``measured_criteria`` the knowledge condition is also reported with what each label's knowledge
+states (rate, regularity, intervals, axis, P and T waves, ST depression) checked against the
+recordings (`encoders.inference.criteria`).
 """
 
 from __future__ import annotations

@@ -221,9 +221,8 @@ class ZeroShotClassifier:
         data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         vectors: LabelVectors,
     ) -> np.ndarray:
-        """(N, C) log-compatibility of each recording's measured rate, regularity, premature
-        beats, PR interval and QRS duration with each label's knowledge
-        (`encoders.inference.criteria`); add it to `scores`."""
+        """(N, C) log-compatibility of what is measured from each recording with what each
+        label's knowledge states (`encoders.inference.criteria`); add it to `scores`."""
         fs = self.checkpoint.preprocessing.fs
         measured = [measure_rhythm(data[i][0].numpy(), fs) for i in range(len(data))]  # type: ignore[arg-type]
         return criteria_log_prior(vectors.knowledge, measured)
@@ -243,8 +242,9 @@ class ZeroShotClassifier:
     ) -> pd.DataFrame:
         """A tidy table (record_id, label, diagnosis, score, probability) for raw signals.
 
-        With ``measured_criteria`` the rate, regularity, QRS duration and PR interval each
-        label's knowledge states are checked against the recording's (`criteria_prior`).
+        With ``measured_criteria`` what each label's knowledge states (rate, regularity,
+        intervals, axis, P and T waves, ST depression) is checked against the recording's
+        measurements (`criteria_prior`).
 
         ``signals`` is an array (N, 12, T) in standard lead order sampled at ``fs`` (default:
         the checkpoint's rate) in ``units`` (``mV`` or ``z-score``), already filtered to

@@ -44,8 +44,8 @@ def zeroshot(
     measured_criteria: Annotated[
         bool,
         typer.Option(
-            help="check each label's knowledge rate, regularity, QRS duration and PR interval "
-            "against the recording's"
+            help="check what each label's knowledge states (rate, regularity, intervals, axis, P "
+            "and T waves, ST depression) against what is measured from the recording"
         ),
     ] = True,
     split: SplitOption = "all",
@@ -144,8 +144,9 @@ def eval_command(
     measured_criteria: Annotated[
         bool,
         typer.Option(
-            help="also report the knowledge condition with each label's knowledge rate, "
-            "regularity, QRS duration and PR interval checked against the recording's"
+            help="also report the knowledge condition with what each label's knowledge states "
+            "(rate, regularity, intervals, axis, P and T waves, ST depression) checked against "
+            "the recording"
         ),
     ] = True,
     split: Annotated[
