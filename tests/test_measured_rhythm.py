@@ -134,12 +134,7 @@ def test_a_masked_limb_lead_measures_no_axis_and_changes_no_logit(curated_kb: Pa
 
 
 def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Path) -> None:
-    folder = shared_data / "ptbxl_sample"
-    if not (folder / "labels.csv").is_file():
-        pytest.skip(f"the PTB-XL development sample is not in {folder}")
-    labels = pd.read_csv(folder / "labels.csv")
-    train = labels[labels.split == "train"]
-    signals = np.load(folder / "signals_100hz.npy", mmap_mode="r", allow_pickle=False)
+    train, signals = _ptbxl_train(shared_data)
     groups = {
         "NORM": train.index[train["sub_class:NORM"] == 1][:300],
         "BBB": train.index[(train["sub_class:CLBBB"] == 1) | (train["sub_class:CRBBB"] == 1)],
@@ -264,12 +259,7 @@ def test_t_wave_and_st_of_a_real_recording_flip_with_their_lead() -> None:
 def test_p_waves_and_t_waves_separate_their_labels_on_the_ptbxl_train_split(
     shared_data: Path,
 ) -> None:
-    folder = shared_data / "ptbxl_sample"
-    if not (folder / "labels.csv").is_file():
-        pytest.skip(f"the PTB-XL development sample is not in {folder}")
-    labels = pd.read_csv(folder / "labels.csv")
-    train = labels[labels.split == "train"]
-    signals = np.load(folder / "signals_100hz.npy", mmap_mode="r", allow_pickle=False)
+    train, signals = _ptbxl_train(shared_data)
     groups = {
         "AFIB": train.index[train["rhythm:AFIB"] == 1],
         "SR": train.index[train["rhythm:SR"] == 1][:200],
@@ -331,3 +321,13 @@ def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
     assert prior[4, std] > -0.1 > -3 > prior[0, std]  # ST depression, in all its leads or none
     assert (prior[2] == 0).all()  # nothing measured: nothing changed
     assert (prior <= 0).all()
+
+
+def _ptbxl_train(shared_data: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The shared PTB-XL sample's train split: its label rows and the memory-mapped signals."""
+    folder = shared_data / "ptbxl_sample"
+    if not (folder / "labels.csv").is_file():
+        pytest.skip(f"the PTB-XL development sample is not in {folder}")
+    labels = pd.read_csv(folder / "labels.csv")
+    signals = np.load(folder / "signals_100hz.npy", mmap_mode="r", allow_pickle=False)
+    return labels[labels.split == "train"], signals
