@@ -89,6 +89,10 @@ def test_explain_command_on_the_demo_run(demo_run: tuple[Path, str], tmp_path: P
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Most important leads" in result.stdout and "rsR'" in result.stdout
+    assert "Measured criteria" in result.stdout
+    assert "QRS duration: knowledge >= 120 ms; measured " in result.stdout
     (explanation,) = tmp_path.glob("*.json")
-    assert json.loads(explanation.read_text())["label"] == "right bundle branch block"
+    saved = json.loads(explanation.read_text())
+    assert saved["label"] == "right bundle branch block"
+    assert saved["measured_criteria"][0].startswith("QRS duration: knowledge >= 120 ms")
     assert os.path.getsize(next(tmp_path.glob("*.png"))) > 20_000

@@ -13,7 +13,7 @@ import pytest
 
 from encoders.ecg import open_source
 from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
-from encoders.inference.criteria import criteria_log_prior
+from encoders.inference.criteria import criteria_log_prior, describe_criteria
 from kb_store.store import KnowledgeBase
 from knowledge.leads import STANDARD_LEADS
 from knowledge.schema import DiagnosisKnowledge
@@ -199,6 +199,21 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     # nothing measured: the QRS, PR and premature-beat criteria leave the logit as it was
     assert prior[3, rbbb] == 0 and prior[3, pvc] == 0 and prior[3, avb] > -0.1
     assert (prior <= 0).all()
+
+
+def test_described_criteria_are_the_checks_that_make_the_log_prior(curated_kb: Path) -> None:
+    afib, lad = _records(curated_kb, ["atrial fibrillation", "left axis deviation"])
+    sinus_left = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, -60.0, 12.0)
+    lines = describe_criteria(afib, sinus_left)
+    assert [line.split(":")[0] for line in lines] == ["regularity", "P waves"]
+    assert "knowledge irregularly irregular; measured successive-RR variation 0.02;" in lines[0]
+    total = sum(float(line.rsplit("; ", 1)[1].split()[0]) for line in lines)
+    assert total == pytest.approx(criteria_log_prior([afib], [sinus_left])[0, 0], abs=0.01)
+    (axis,) = describe_criteria(lad, sinus_left)
+    stated = "QRS axis: knowledge -90 degrees to -30 degrees; measured"
+    assert axis == f"{stated} -60 degrees; -0.40 on the logit"
+    unknown = RhythmMeasurement(math.nan, math.nan, 0)
+    assert describe_criteria(lad, unknown) == [f"{stated} not measurable here; +0.00 on the logit"]
 
 
 def test_knowledge_axis_becomes_a_log_prior(curated_kb: Path) -> None:

@@ -32,7 +32,8 @@ class Explanation:
     ``lead_contribution``: each lead's signed attribution (how far it moves the logit);
     ``ranking``: the present leads, most important first; ``regions``: the windows of highest
     attribution; ``knowledge``: the diagnosis's knowledge record matched against the ranking
-    (None without a record); ``completeness_error``: the attributions' sum minus
+    (None without a record); ``measured_criteria``: the record's criteria checked against the
+    recording, one line each; ``completeness_error``: the attributions' sum minus
     ``logit - baseline_logit``. ``attribution`` ``(12, T)`` is kept for plots, not in `to_dict`.
     """
 
@@ -52,6 +53,9 @@ class Explanation:
     regions: tuple[Region, ...]
     knowledge: KnowledgeMatch | None
     attribution: np.ndarray = field(repr=False)
+    measured_criteria: tuple[str, ...] = ()
+    """What the knowledge states, what the recording measures, and what each adds to the logit
+    when scored with measured criteria (`encoders.inference.criteria.describe_criteria`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain dicts, lists/tuples and numbers for ``json.dumps``, without the
@@ -81,6 +85,9 @@ class Explanation:
             lines.append(f"Missing leads (no importance): {', '.join(self.missing_leads)}")
         if self.knowledge is not None:
             lines.extend(_knowledge_lines(self.knowledge))
+        if self.measured_criteria:
+            lines.append("Measured criteria (added to the logit when scored with them):")
+            lines.extend(f"  {line}" for line in self.measured_criteria)
         if self.regions:
             lines.append("Time regions of highest attribution:")
             lines.extend(

@@ -45,6 +45,7 @@ split, where infarcts are mostly old and normal V2-V3 ST sits above the baseline
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -81,6 +82,9 @@ _T_SIGN = {"upright": 1.0, "inverted": -1.0}
 # ST depression of 0.05 mV (0.5 mm) counts in most leads; amplitudes are lost to z-scoring, so
 # it is taken relative to the lead's own QRS, about 1 mV peak to peak: 5% of it.
 ST_DEPRESSED = 0.05
+_RR_VARIATION = "successive-RR variation {:.2f}"
+_P_STRENGTH = "a P wave {:.1f} standard errors above the beat-to-beat scatter"
+_SHARE = "{:.0%} of the listed leads measured"
 
 
 def _log_sigmoid(z: np.ndarray) -> np.ndarray:
@@ -98,12 +102,13 @@ def _within(value: np.ndarray, bounds: ValueRange, margin: float) -> np.ndarray:
     return out
 
 
-def _abnormal_pr(pr: np.ndarray, bounds: ValueRange) -> np.ndarray:
-    """Log-compatibility of ``pr`` with the bounds that lie outside the normal PR range."""
+def _abnormal_pr(pr: np.ndarray, bounds: ValueRange) -> np.ndarray | None:
+    """Log-compatibility of ``pr`` with the bounds that lie outside the normal PR range; None
+    when the record states none."""
     low = bounds.min if bounds.min is not None and bounds.min >= NORMAL_PR_MS[1] else None
     high = bounds.max if bounds.max is not None and bounds.max <= NORMAL_PR_MS[0] else None
     if low is None and high is None:
-        return np.zeros(len(pr))
+        return None
     return _within(pr, ValueRange(min=low, max=high), PR_MARGIN_MS)
 
 
@@ -122,14 +127,16 @@ def _defines_atrial_rhythm(p_waves: PWaves | None, regularity: str | None) -> bo
     return p_waves is not None and p_waves.relation_to_qrs == "1:1" and regularity is not None
 
 
-def _in_leads(found: np.ndarray, leads: Sequence[str]) -> np.ndarray:
+def _in_leads(found: np.ndarray, leads: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Log-compatibility of a finding ``found`` per lead (recordings, 12: 1 seen, 0 not, NaN
     unmeasured) with its being seen in at least ``LEAD_SHARE`` of the measured ``leads``, soft
-    over one lead."""
+    over one lead; and the share of the measured leads where it is seen (NaN: none measured)."""
     listed = found[:, [STANDARD_LEADS.index(lead) for lead in leads]]
     measured = (~np.isnan(listed)).sum(axis=1)
     seen = np.nansum(listed, axis=1)
-    return np.where(measured > 0, _log_sigmoid(seen - LEAD_SHARE * measured), 0.0)
+    log = np.where(measured > 0, _log_sigmoid(seen - LEAD_SHARE * measured), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return log, np.where(measured > 0, seen / measured, np.nan)
 
 
 def _where_measured(value: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -144,55 +151,127 @@ def _per_lead(measured: Sequence[RhythmMeasurement], name: str) -> np.ndarray:
     return np.array([r or (float("nan"),) * len(STANDARD_LEADS) for r in rows], dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """The measurements of many recordings as arrays: (recordings,), or (recordings, 12)."""
+
+    rate: np.ndarray
+    irregularity: np.ndarray
+    premature: np.ndarray
+    qrs: np.ndarray
+    pr: np.ndarray
+    axis: np.ndarray
+    p_snr: np.ndarray
+    polarity: np.ndarray
+    depressed: np.ndarray
+
+    @classmethod
+    def of(cls, measured: Sequence[RhythmMeasurement]) -> _Columns:
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(m, name) for m in measured], dtype=np.float64)
+
+        st_shift = _per_lead(measured, "st_deviation")
+        return cls(
+            rate=column("rate_bpm"),
+            irregularity=column("rr_irregularity"),
+            premature=column("premature_beats"),
+            qrs=column("qrs_ms"),
+            pr=column("pr_ms"),
+            axis=column("qrs_axis_deg"),
+            p_snr=column("p_snr"),
+            polarity=_per_lead(measured, "t_polarity"),
+            depressed=_where_measured(st_shift, st_shift < -ST_DEPRESSED),
+        )
+
+
+@dataclass(frozen=True)
+class _Check:
+    log: np.ndarray  # (recordings,) log-compatibility, <= 0
+    stated: str  # what the knowledge states
+    measured: np.ndarray  # (recordings,) the measured value it was checked against
+    shown: str  # how one measured value reads
+
+
+def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
+    """Each criterion ``record`` states that is checked, by name."""
+    rhythm, morphology = record.rhythm, record.morphology
+    regularity = rhythm.regularity if rhythm is not None else None
+    out: dict[str, _Check] = {}
+    if rhythm is not None and rhythm.rate_bpm is not None:
+        log = _within(m.rate, rhythm.rate_bpm, RATE_MARGIN_BPM)
+        out["rate"] = _Check(log, rhythm.rate_bpm.describe("bpm"), m.rate, "{:.0f} bpm")
+    if regularity == "regular":
+        log = _log_sigmoid((REGULAR_BELOW - m.irregularity) / IRREGULARITY_MARGIN)
+        out["regularity"] = _Check(log, regularity, m.irregularity, _RR_VARIATION)
+    elif regularity == "irregularly irregular":
+        log = _log_sigmoid((m.irregularity - REGULAR_BELOW) / IRREGULARITY_MARGIN)
+        out["regularity"] = _Check(log, regularity, m.irregularity, _RR_VARIATION)
+    elif regularity == "irregular":
+        log = _log_sigmoid((m.premature - 0.5) / PREMATURE_MARGIN)
+        out["regularity"] = _Check(log, regularity, m.premature, "{:.0f} premature beats")
+    if rhythm is not None and rhythm.pr_interval_ms is not None:
+        log_pr = _abnormal_pr(m.pr, rhythm.pr_interval_ms)
+        if log_pr is not None:
+            stated = rhythm.pr_interval_ms.describe("ms")
+            out["PR interval"] = _Check(log_pr, stated, m.pr, "{:.0f} ms")
+    qrs_complex = morphology.qrs_complex if morphology is not None else None
+    if qrs_complex is not None and qrs_complex.duration_ms and regularity not in _ECTOPIC:
+        log = _within(m.qrs, qrs_complex.duration_ms, QRS_MARGIN_MS)
+        stated = qrs_complex.duration_ms.describe("ms")
+        out["QRS duration"] = _Check(log, stated, m.qrs, "{:.0f} ms")
+    if morphology is not None and morphology.qrs_axis_deg is not None:
+        log = _axis_within(m.axis, morphology.qrs_axis_deg)
+        axis = morphology.qrs_axis_deg
+        stated = f"{_degrees(axis.min, -180)} to {_degrees(axis.max, 180)}"
+        out["QRS axis"] = _Check(log, stated, m.axis, "{:+.0f} degrees")
+    p_waves = rhythm.p_waves if rhythm is not None else None
+    presence = p_waves.presence if p_waves is not None else None
+    if presence == "present" and _defines_atrial_rhythm(p_waves, regularity):
+        log = _log_sigmoid((m.p_snr - P_CLEAR_SNR) / P_SNR_MARGIN)
+        out["P waves"] = _Check(log, presence, m.p_snr, _P_STRENGTH)
+    elif presence == "absent" and regularity == "irregularly irregular":
+        log = _log_sigmoid((P_CLEAR_SNR - m.p_snr) / P_SNR_MARGIN)
+        out["P waves"] = _Check(log, presence, m.p_snr, _P_STRENGTH)
+    t_wave = morphology.t_wave if morphology is not None else None
+    if t_wave is not None and t_wave.direction in _T_SIGN and t_wave.leads:
+        found = _where_measured(m.polarity, m.polarity == _T_SIGN[t_wave.direction])
+        log, share = _in_leads(found, t_wave.leads)
+        stated = f"{t_wave.direction} in {', '.join(t_wave.leads)}"
+        out["T waves"] = _Check(log, stated, share, f"{t_wave.direction} in {_SHARE}")
+    st = morphology.st_segment if morphology is not None else None
+    if st is not None and st.direction == "depressed" and st.leads:
+        log, share = _in_leads(m.depressed, st.leads)
+        stated = f"depressed in {', '.join(st.leads)}"
+        out["ST segment"] = _Check(log, stated, share, f"depressed in {_SHARE}")
+    return out
+
+
+def _degrees(value: float | None, default: float) -> str:
+    return f"{default if value is None else value:+g} degrees"
+
+
 def criteria_log_prior(
     records: Sequence[DiagnosisKnowledge | None], measured: Sequence[RhythmMeasurement]
 ) -> np.ndarray:
     """(recordings, labels) log-compatibility, <= 0, of each recording with each record."""
-
-    def column(name: str) -> np.ndarray:
-        return np.array([getattr(m, name) for m in measured], dtype=np.float64)
-
-    rate, irregularity = column("rate_bpm"), column("rr_irregularity")
-    premature, qrs, pr = column("premature_beats"), column("qrs_ms"), column("pr_ms")
-    axis, p_snr, polarity = (
-        column("qrs_axis_deg"),
-        column("p_snr"),
-        _per_lead(measured, "t_polarity"),
-    )
-    st_shift = _per_lead(measured, "st_deviation")
-    depressed = _where_measured(st_shift, st_shift < -ST_DEPRESSED)
+    columns = _Columns.of(measured)
     prior = np.zeros((len(measured), len(records)))
     for i, record in enumerate(records):
-        if record is None:
-            continue
-        rhythm, morphology = record.rhythm, record.morphology
-        regularity = rhythm.regularity if rhythm is not None else None
-        if rhythm is not None and rhythm.rate_bpm is not None:
-            prior[:, i] += _within(rate, rhythm.rate_bpm, RATE_MARGIN_BPM)
-        if regularity == "regular":
-            prior[:, i] += _log_sigmoid((REGULAR_BELOW - irregularity) / IRREGULARITY_MARGIN)
-        elif regularity == "irregularly irregular":
-            prior[:, i] += _log_sigmoid((irregularity - REGULAR_BELOW) / IRREGULARITY_MARGIN)
-        elif regularity == "irregular":
-            prior[:, i] += _log_sigmoid((premature - 0.5) / PREMATURE_MARGIN)
-        if rhythm is not None and rhythm.pr_interval_ms is not None:
-            prior[:, i] += _abnormal_pr(pr, rhythm.pr_interval_ms)
-        qrs_complex = morphology.qrs_complex if morphology is not None else None
-        if qrs_complex is not None and qrs_complex.duration_ms and regularity not in _ECTOPIC:
-            prior[:, i] += _within(qrs, qrs_complex.duration_ms, QRS_MARGIN_MS)
-        if morphology is not None and morphology.qrs_axis_deg is not None:
-            prior[:, i] += _axis_within(axis, morphology.qrs_axis_deg)
-        p_waves = rhythm.p_waves if rhythm is not None else None
-        presence = p_waves.presence if p_waves is not None else None
-        if presence == "present" and _defines_atrial_rhythm(p_waves, regularity):
-            prior[:, i] += _log_sigmoid((p_snr - P_CLEAR_SNR) / P_SNR_MARGIN)
-        elif presence == "absent" and regularity == "irregularly irregular":
-            prior[:, i] += _log_sigmoid((P_CLEAR_SNR - p_snr) / P_SNR_MARGIN)
-        t_wave = morphology.t_wave if morphology is not None else None
-        if t_wave is not None and t_wave.direction in _T_SIGN and t_wave.leads:
-            found = _where_measured(polarity, polarity == _T_SIGN[t_wave.direction])
-            prior[:, i] += _in_leads(found, t_wave.leads)
-        st = morphology.st_segment if morphology is not None else None
-        if st is not None and st.direction == "depressed" and st.leads:
-            prior[:, i] += _in_leads(depressed, st.leads)
+        if record is not None:
+            for check in _checks(record, columns).values():
+                prior[:, i] += check.log
     return prior
+
+
+def describe_criteria(record: DiagnosisKnowledge, measured: RhythmMeasurement) -> list[str]:
+    """One line per criterion of ``record`` checked against the recording: what the knowledge
+    states, what was measured, and what it adds to the logit (0: fits, or not measured)."""
+    lines = []
+    for name, check in _checks(record, _Columns.of([measured])).items():
+        value = float(check.measured[0])
+        shown = "not measurable here" if np.isnan(value) else check.shown.format(value)
+        lines.append(
+            f"{name}: knowledge {check.stated}; measured {shown}; "
+            f"{float(check.log[0]):+.2f} on the logit"
+        )
+    return lines

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGRecord
+from encoders.ecg.rhythm import measure_rhythm
 from encoders.explain import Explanation, explain
+from encoders.inference.criteria import describe_criteria
 from encoders.inference.zeroshot import ZeroShotClassifier
 
 
@@ -31,13 +34,17 @@ def explain_recording(
 
     entry = label_vectors.entries[0]
     knowledge = classifier.kb.usable(entry.diagnosis_id) if entry.diagnosis_id else None
+    fs = classifier.checkpoint.preprocessing.fs
     explanation = explain(
         score_fn,
         torch.from_numpy(window.x).to(classifier.device),
         0,
         entry.diagnosis or label,
         record=knowledge.record if knowledge else None,
-        fs=classifier.checkpoint.preprocessing.fs,
+        fs=fs,
         lead_mask=window.lead_mask,
     )
+    if knowledge is not None:
+        measured = describe_criteria(knowledge.record, measure_rhythm(window.x, fs))
+        explanation = replace(explanation, measured_criteria=tuple(measured))
     return explanation, window.x
