@@ -146,10 +146,19 @@ def test_cli_zeroshot_with_held_out_label_and_view_ensembles(
             ensemble,
             "--out",
             str(out),
+            "--measurements",
+            str(tmp_path / f"{ensemble}-measured.parquet"),
         )
         assert result.returncode == 0, result.stderr
         outputs[ensemble] = pd.read_csv(out)
     table = outputs["vectors"]
+    measured = pd.read_parquet(tmp_path / "vectors-measured.parquet")
+    assert list(measured["record_id"]) == list(table["record_id"].astype(str).unique())
+    assert {"rate_bpm", "qrs_ms", "pr_ms", "qrs_axis_deg", "p_snr", "t_polarity_V1"} <= set(
+        measured.columns
+    )
+    assert measured["rate_bpm"].between(30, 220).mean() > 0.9  # beats found in most recordings
+    assert measured["qrs_ms"].between(50, 200).mean() > 0.9
     assert len(table) == 183 * 2 and set(table["target"]) == {0, 1}
     assert not np.allclose(table["score"], outputs["scores"]["score"])
     afib = table[table["label"] == "atrial fibrillation"]

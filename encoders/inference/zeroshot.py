@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGDataset, ECGRecord
-from encoders.ecg.rhythm import measure_rhythm
+from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
 from encoders.evaluation.label_space import LabelSpace
 from encoders.inference.criteria import criteria_log_prior
 from encoders.inference.predict import predict
@@ -223,9 +223,14 @@ class ZeroShotClassifier:
     ) -> np.ndarray:
         """(N, C) log-compatibility of what is measured from each recording with what each
         label's knowledge states (`encoders.inference.criteria`); add it to `scores`."""
+        return criteria_log_prior(vectors.knowledge, self.measure(data))
+
+    def measure(
+        self, data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    ) -> list[RhythmMeasurement]:
+        """What the measured criteria read from each recording's preprocessed window."""
         fs = self.checkpoint.preprocessing.fs
-        measured = [measure_rhythm(data[i][0].numpy(), fs) for i in range(len(data))]  # type: ignore[arg-type]
-        return criteria_log_prior(vectors.knowledge, measured)
+        return [measure_rhythm(data[i][0].numpy(), fs) for i in range(len(data))]  # type: ignore[arg-type]
 
     def predict(
         self,
@@ -280,6 +285,24 @@ def tidy(
     if targets is not None:
         table["target"] = targets.reshape(-1).astype(int)
     return table
+
+
+def measurement_table(
+    record_ids: Sequence[str], measured: Sequence[RhythmMeasurement]
+) -> pd.DataFrame:
+    """One row per recording: rate, RR irregularity, premature beats, QRS duration, PR
+    interval, QRS axis, P-wave strength, and per lead the T-wave polarity and ST level."""
+    rows = []
+    for record_id, m in zip(record_ids, measured, strict=True):
+        row: dict[str, object] = {"record_id": record_id}
+        for name, value in asdict(m).items():
+            if isinstance(value, tuple):  # per lead; empty when the median beat failed
+                values = value or (float("nan"),) * len(STANDARD_LEADS)
+                row |= {f"{name}_{lead}": v for lead, v in zip(STANDARD_LEADS, values, strict=True)}
+            else:
+                row[name] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _as_records(

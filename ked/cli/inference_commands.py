@@ -11,6 +11,8 @@ import typer
 from ked.cli.common import RescanOption, open_kb, require_label_source, settings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from encoders.ecg import Manifest
     from encoders.inference.evaluate import EvalOutcome
     from encoders.inference.zeroshot import LabelVectors, LLMProvider, ZeroShotClassifier
@@ -48,6 +50,13 @@ def zeroshot(
             "and T waves, ST depression) against what is measured from the recording"
         ),
     ] = True,
+    measurements: Annotated[
+        Path | None,
+        typer.Option(
+            help="also write what is measured from each recording (rate, intervals, axis, P, "
+            "T and ST per lead) to this .csv or .parquet"
+        ),
+    ] = None,
     split: SplitOption = "all",
     device: Annotated[str | None, typer.Option()] = None,
     rescan: RescanOption = False,
@@ -55,13 +64,18 @@ def zeroshot(
     """Score recordings against diagnoses written in words (zero-shot)."""
     from encoders.datasets import evaluation_preprocessing, record_label_strings, target_labels
     from encoders.ecg import ECGDataset
-    from encoders.inference.zeroshot import ZeroShotClassifier, tidy
+    from encoders.inference.zeroshot import ZeroShotClassifier, measurement_table, tidy
     from encoders.training import load_checkpoint
     from kb_store.connection import read_or_write
 
     require_label_source(vocab, labels)
-    if ensemble not in ("vectors", "scores") or out.suffix not in (".csv", ".parquet"):
-        raise typer.BadParameter("--ensemble is vectors or scores; --out is .csv or .parquet")
+    tables = [out] if measurements is None else [out, measurements]
+    if ensemble not in ("vectors", "scores") or any(
+        path.suffix not in (".csv", ".parquet") for path in tables
+    ):
+        raise typer.BadParameter(
+            "--ensemble is vectors or scores; --out and --measurements are .csv or .parquet"
+        )
     llm = _llm(ctx)
     model = load_checkpoint(checkpoint)
     records = _records(data, split, rescan)
@@ -87,12 +101,19 @@ def zeroshot(
         ensemble,  # type: ignore[arg-type]
         measured_criteria=measured_criteria,
     )
-    table = tidy(dataset.record_ids, vectors.entries, logits, dataset.targets)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False) if out.suffix == ".csv" else table.to_parquet(out, index=False)
+    _write_table(tidy(dataset.record_ids, vectors.entries, logits, dataset.targets), out)
     typer.echo(f"scored {len(dataset)} recordings x {len(names)} labels -> {out}")
+    if measurements is not None:
+        measured = measurement_table(dataset.record_ids, classifier.measure(dataset))
+        _write_table(measured, measurements)
+        typer.echo(f"measurements of {len(measured)} recordings -> {measurements}")
     if vectors.fallback:
         typer.echo(f"no knowledge, scored by bare name: {', '.join(vectors.fallback)}", err=True)
+
+
+def _write_table(table: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False) if out.suffix == ".csv" else table.to_parquet(out, index=False)
 
 
 def encode(
