@@ -155,12 +155,17 @@ def measure_intervals(
     return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, t_polarity, st)
 
 
+def _level_at(median: np.ndarray, index: float) -> np.ndarray:
+    """Each lead's level at the fractional sample ``index`` of ``median`` (leads, samples)."""
+    grid = np.arange(median.shape[-1])
+    return np.array([np.interp(index, grid, lead) for lead in median])
+
+
 def st_deviation(median: np.ndarray, onset: float, offset: float, at: float) -> tuple[float, ...]:
     """Per lead of ``median``: the level at fractional index ``at`` from that at QRS ``onset``,
     over the lead's QRS peak-to-peak between ``onset`` and ``offset``; NaN for a flat lead."""
-    grid = np.arange(median.shape[-1])
     span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
-    shift = np.array([np.interp(at, grid, lead) - np.interp(onset, grid, lead) for lead in median])
+    shift = _level_at(median, at) - _level_at(median, onset)
     ptp = np.ptp(median[:, span], axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return tuple(float(v) for v in np.where(ptp > 0, shift / ptp, np.nan))
@@ -173,8 +178,7 @@ def t_wave_polarity(median: np.ndarray, onset: float, offset: float, end: int) -
     span = np.arange(int(np.ceil(offset)), min(end, median.shape[-1] - 1) + 1)
     if len(span) < 2:
         return ()
-    level = np.array([np.interp(onset, np.arange(lead.size), lead) for lead in median])
-    t = median[:, span] - level[:, None]
+    t = median[:, span] - _level_at(median, onset)[:, None]
     net, area = t.sum(axis=-1), np.abs(t).sum(axis=-1)
     flat = ~(np.abs(median).max(axis=-1) > 0)
     sign = np.where(np.abs(net) < _EQUIPHASIC * area, 0.0, np.sign(net))
@@ -188,8 +192,7 @@ def qrs_axis_deg(limb: np.ndarray, onset: float, offset: float) -> float:
     if limb.shape[0] != len(LIMB_LEAD_DEG):
         return float("nan")
     span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
-    level = np.array([np.interp(onset, np.arange(lead.size), lead) for lead in limb])
-    qrs = limb[:, span] - level[:, None]
+    qrs = limb[:, span] - _level_at(limb, onset)[:, None]
     net, area = qrs.sum(axis=-1), np.abs(qrs).sum(axis=-1)
     votes = np.where(np.abs(net) < _EQUIPHASIC * area, 0.0, np.sign(net))
     expected = np.sign(np.cos(np.radians(_SECTOR_CENTRES_DEG[:, None] - LIMB_LEAD_DEG[None, :])))

@@ -15,12 +15,13 @@ beats in the window give NaN for all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import signal as sps
 
 from encoders.ecg.intervals import measure_intervals
+from knowledge.leads import STANDARD_LEADS
 
 _SMOOTH_S = 0.08
 _REFRACTORY_S = 0.27
@@ -42,6 +43,14 @@ class RhythmMeasurement:
     p_snr: float = float("nan")
     t_polarity: tuple[float, ...] = ()  # per standard lead: +1 upright, -1 inverted, 0 flat
     st_deviation: tuple[float, ...] = ()  # per standard lead, of its QRS peak-to-peak
+
+    def per_lead(self, name: str) -> tuple[float, ...]:
+        """The per-lead measure ``name`` (``t_polarity`` or ``st_deviation``), one value per
+        standard lead: NaN for every lead where it was not measured."""
+        values: tuple[float, ...] = getattr(self, name)
+        if len(values) == len(STANDARD_LEADS):
+            return values
+        return (float("nan"),) * len(STANDARD_LEADS)
 
 
 def detect_beats(x: np.ndarray, fs: float) -> np.ndarray:
@@ -78,14 +87,5 @@ def measure_rhythm(x: np.ndarray, fs: float) -> RhythmMeasurement:
     irregularity = float(np.median(np.abs(np.diff(rr)))) / median if len(rr) > 1 else 0.0
     intervals = measure_intervals(np.asarray(x, dtype=np.float64), beats, fs, median)
     return RhythmMeasurement(
-        60.0 / median,
-        irregularity,
-        len(beats),
-        float(premature_beats(rr)),
-        intervals.qrs_ms,
-        intervals.pr_ms,
-        intervals.qrs_axis_deg,
-        intervals.p_snr,
-        intervals.t_polarity,
-        intervals.st_deviation,
+        60.0 / median, irregularity, len(beats), float(premature_beats(rr)), **asdict(intervals)
     )

@@ -146,9 +146,9 @@ def _where_measured(value: np.ndarray, seen: np.ndarray) -> np.ndarray:
 
 def _per_lead(measured: Sequence[RhythmMeasurement], name: str) -> np.ndarray:
     """(recordings, 12) per-lead measure ``name``, NaN where a recording has none."""
-    rows = [getattr(m, name) for m in measured]
-    rows = [r if np.size(r) == len(STANDARD_LEADS) else () for r in rows]
-    return np.array([r or (float("nan"),) * len(STANDARD_LEADS) for r in rows], dtype=np.float64)
+    return np.array([m.per_lead(name) for m in measured], dtype=np.float64).reshape(
+        len(measured), len(STANDARD_LEADS)
+    )
 
 
 @dataclass(frozen=True)

@@ -296,9 +296,9 @@ def measurement_table(
     for record_id, m in zip(record_ids, measured, strict=True):
         row: dict[str, object] = {"record_id": record_id}
         for name, value in asdict(m).items():
-            if isinstance(value, tuple):  # per lead; empty when the median beat failed
-                values = value or (float("nan"),) * len(STANDARD_LEADS)
-                row |= {f"{name}_{lead}": v for lead, v in zip(STANDARD_LEADS, values, strict=True)}
+            if isinstance(value, tuple):  # per lead
+                values = zip(STANDARD_LEADS, m.per_lead(name), strict=True)
+                row |= {f"{name}_{lead}": v for lead, v in values}
             else:
                 row[name] = value
         rows.append(row)
