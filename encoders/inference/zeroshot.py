@@ -203,9 +203,10 @@ class ZeroShotClassifier:
         ensemble: Ensemble = "vectors",
         batch_size: int = 64,
         measured_criteria: bool = False,
+        measured: Sequence[RhythmMeasurement] | None = None,
     ) -> np.ndarray:
         """Logits (N, C) of the dataset's recordings for the labels; with ``measured_criteria``
-        plus each label's `criteria_prior`."""
+        plus each label's `criteria_prior` (from ``measured``, if `measure` already ran)."""
         if ensemble == "vectors" or len(vectors.per_view) == 1:
             logits = predict(self.model, data, vectors.combined(), batch_size, self.device)[0]
         else:
@@ -214,16 +215,22 @@ class ZeroShotClassifier:
                 for v in vectors.per_view.values()
             ]
             logits = np.mean(per_view, axis=0)
-        return logits + self.criteria_prior(data, vectors) if measured_criteria else logits
+        if not measured_criteria:
+            return logits
+        return logits + self.criteria_prior(data, vectors, measured)
 
     def criteria_prior(
         self,
         data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         vectors: LabelVectors,
+        measured: Sequence[RhythmMeasurement] | None = None,
     ) -> np.ndarray:
-        """(N, C) log-compatibility of what is measured from each recording with what each
-        label's knowledge states (`encoders.inference.criteria`); add it to `scores`."""
-        return criteria_log_prior(vectors.knowledge, self.measure(data))
+        """(N, C) log-compatibility of what is measured from each recording (``measured``, or
+        `measure` now) with what each label's knowledge states (`encoders.inference.criteria`);
+        add it to `scores`."""
+        return criteria_log_prior(
+            vectors.knowledge, self.measure(data) if measured is None else measured
+        )
 
     def measure(
         self, data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

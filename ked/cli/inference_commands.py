@@ -95,17 +95,18 @@ def zeroshot(
     dataset = ECGDataset(
         records, evaluation_preprocessing(model.preprocessing), names, mapping.get, cache="memory"
     )
+    measured = classifier.measure(dataset) if measurements is not None else None
     logits = classifier.scores(
         dataset,
         vectors,
         ensemble,  # type: ignore[arg-type]
         measured_criteria=measured_criteria,
+        measured=measured,
     )
     _write_table(tidy(dataset.record_ids, vectors.entries, logits, dataset.targets), out)
     typer.echo(f"scored {len(dataset)} recordings x {len(names)} labels -> {out}")
-    if measurements is not None:
-        measured = measurement_table(dataset.record_ids, classifier.measure(dataset))
-        _write_table(measured, measurements)
+    if measurements is not None and measured is not None:
+        _write_table(measurement_table(dataset.record_ids, measured), measurements)
         typer.echo(f"measurements of {len(measured)} recordings -> {measurements}")
     if vectors.fallback:
         typer.echo(f"no knowledge, scored by bare name: {', '.join(vectors.fallback)}", err=True)
