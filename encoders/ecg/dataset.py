@@ -120,6 +120,13 @@ class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
             self._sources[spec] = open_source(spec)
         return self._sources[spec].read(ref)
 
+    def units(self, index: int) -> str | None:
+        """The record's units (``mV`` or ``z-score``; None when a signal store does not say)."""
+        if self._manifest is None:
+            return self._records[index].units  # type: ignore[index]
+        units = self._manifest.table["units"].iat[index]
+        return None if units is None else str(units)
+
     def prepared(self, index: int) -> PreprocessedECG:
         """Stage 1 of the pipeline for one record, from the cache when there is one."""
         if self._cache is not None:

@@ -1,5 +1,6 @@
 """What the median beat of a preprocessed 12-lead window shows: QRS duration, PR interval,
-frontal QRS axis, P-wave strength, and per lead the T-wave polarity and ST level.
+frontal QRS axis, P-wave strength, per lead the T-wave polarity and ST level, and, when each
+lead's millivolts per unit are known, per lead the R, S, QRS and P amplitudes in mV.
 
 The beats (`encoders.ecg.rhythm.detect_beats`) are cut out around each detected QRS, aligned
 on their QRS by cross-correlation and averaged with a median per lead, which keeps the dominant
@@ -30,6 +31,11 @@ hexaxial reference system, whose centre is the axis. A lead whose net area is un
 the most voting leads, with at most one dissenting; two adjacent sectors tied (an equiphasic
 lead, or one lead off) give their common boundary, the direction perpendicular to that lead.
 Any other tie, or a flat (masked) limb lead, gives NaN.
+
+Amplitudes (`wave_amplitudes`) are read on the median beat scaled back to millivolts, from the
+level at QRS onset: the R wave is the QRS's highest point above it, the S wave its lowest below
+it, and the P wave the highest point within ``_P_HALF_S`` of the P wave's peak (NaN where no P
+wave stands out). On real records the QRS peak to peak is within a tenth of the beats' own.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ _SECTOR_CENTRES_DEG = np.arange(-165.0, 180.0, 30.0)  # sectors between the lead
 _EQUIPHASIC = 0.1
 
 
+_P_HALF_S = 0.04  # the P wave's peak lies within 40 ms of the multi-lead deviation's peak
+
+
 @dataclass(frozen=True)
 class IntervalMeasurement:
     qrs_ms: float
@@ -73,6 +82,10 @@ class IntervalMeasurement:
     p_snr: float = float("nan")
     t_polarity: tuple[float, ...] = ()
     st_deviation: tuple[float, ...] = ()
+    r_mv: tuple[float, ...] = ()
+    s_mv: tuple[float, ...] = ()
+    qrs_mv: tuple[float, ...] = ()
+    p_mv: tuple[float, ...] = ()
 
 
 _NOT_MEASURED = IntervalMeasurement(float("nan"), float("nan"))
@@ -113,11 +126,12 @@ def _crossing(curve: np.ndarray, start: int, step: int, level: float, quiet: int
 
 
 def measure_intervals(
-    x: np.ndarray, beats: np.ndarray, fs: float, rr_s: float
+    x: np.ndarray, beats: np.ndarray, fs: float, rr_s: float, lead_mv: np.ndarray | None = None
 ) -> IntervalMeasurement:
     """QRS duration and PR interval (ms), frontal QRS axis (degrees), P-wave strength, T-wave
     polarity and ST deviation per lead of window ``x`` (leads, samples; limb leads first) with
-    QRS at ``beats`` and median RR interval ``rr_s`` seconds."""
+    QRS at ``beats`` and median RR interval ``rr_s`` seconds; with ``lead_mv``, the millivolts of
+    one unit of each lead, also the R, S, QRS and P amplitudes per lead (`wave_amplitudes`)."""
     x = np.asarray(x, dtype=np.float64)
     pre, post, shift = round(_PRE_S * fs), round(_POST_S * fs), max(1, round(_ALIGN_S * fs))
     cuts = _aligned(x, beats, pre, post, shift)
@@ -129,6 +143,7 @@ def measure_intervals(
     if not present.any():
         return _NOT_MEASURED
     limb = median[: len(LIMB_LEAD_DEG)] if present[: len(LIMB_LEAD_DEG)].all() else None
+    in_units = median
     median, cuts = median[present] / rms[present], cuts[:, present] / rms[present]
 
     slope = np.abs(np.diff(median, axis=-1)).sum(axis=0)
@@ -144,15 +159,43 @@ def measure_intervals(
         return _NOT_MEASURED
     qrs_ms = (offset - onset) * 1000.0 / fs
     axis = qrs_axis_deg(limb, onset, offset) if limb is not None else float("nan")
-    p_snr, pr_ms = _p_wave(median, cuts, onset, pre, rr_s, fs)
+    p_snr, pr_ms, p_peak = _p_wave(median, cuts, onset, pre, rr_s, fs)
+    amplitudes: dict[str, tuple[float, ...]] = {}
+    if lead_mv is not None:
+        in_mv = np.where(present[:, None], in_units * np.asarray(lead_mv)[:, None], np.nan)
+        amplitudes = wave_amplitudes(in_mv, onset, offset, p_peak, round(_P_HALF_S * fs))
     end = pre + min(round(_T_POST_S * fs), round(_T_END_RR * rr_s * fs))
     t_cuts = _aligned(x, beats, pre, round(_T_POST_S * fs), shift)
     if len(t_cuts) < _MIN_BEATS:
-        return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr)
+        return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, **amplitudes)
     t_median = np.median(t_cuts, axis=0)
     t_polarity = t_wave_polarity(t_median, onset, offset, end)
     st = st_deviation(t_median, onset, offset, offset + _ST_AFTER_J_S * fs)
-    return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, t_polarity, st)
+    return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, t_polarity, st, **amplitudes)
+
+
+def wave_amplitudes(
+    median: np.ndarray, onset: float, offset: float, p_peak: float, p_half: int
+) -> dict[str, tuple[float, ...]]:
+    """Per lead of ``median`` (leads, samples; NaN rows for absent leads): the R wave (the
+    QRS's largest rise above its onset level), the S wave (its deepest fall below it, as a
+    positive number), the QRS peak to peak, and the P wave (its largest rise above the QRS
+    onset level within ``p_half`` samples of ``p_peak``; NaN where no P wave stands out)."""
+    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
+    base = _level_at(median, onset)[:, None]
+    qrs = median[:, span] - base
+    p = np.full(len(median), np.nan)
+    if np.isfinite(p_peak):
+        around = np.arange(max(0, round(p_peak) - p_half), min(span[0], round(p_peak) + p_half + 1))
+        if len(around):
+            p = np.maximum(median[:, around] - base, 0.0).max(axis=-1)
+    values = {
+        "r_mv": np.maximum(qrs.max(axis=-1), 0.0),
+        "s_mv": np.maximum(-qrs.min(axis=-1), 0.0),
+        "qrs_mv": np.ptp(qrs, axis=-1),
+        "p_mv": p,
+    }
+    return {name: tuple(float(v) for v in value) for name, value in values.items()}
 
 
 def _level_at(median: np.ndarray, index: float) -> np.ndarray:
@@ -211,14 +254,14 @@ def qrs_axis_deg(limb: np.ndarray, onset: float, offset: float) -> float:
 
 def _p_wave(
     median: np.ndarray, cuts: np.ndarray, onset: float, pre: int, rr_s: float, fs: float
-) -> tuple[float, float]:
-    """The P wave's height over the median's scatter, and the PR interval (ms) from its onset
-    to the QRS ``onset`` (fractional index)."""
+) -> tuple[float, float, float]:
+    """The P wave's height over the median's scatter, the PR interval (ms) from its onset to
+    the QRS ``onset`` (fractional index), and the index of its peak (NaN: no P wave found)."""
     nan = float("nan")
     start = max(0, pre - round((1.0 - _P_AFTER_T) * rr_s * fs))
     end = int(np.floor(onset)) - round(_P_GAP_S * fs)
     if end - start < 3:
-        return nan, nan
+        return nan, nan, nan
     ref = median[:, int(np.floor(onset))][:, None]
     deviation = np.sqrt(((median - ref) ** 2).mean(axis=0))
     p = start + int(np.argmax(deviation[start : end + 1]))
@@ -227,13 +270,13 @@ def _p_wave(
     noise = float(np.sqrt((scatter**2).mean()))
     snr = float(deviation[p] / noise) if noise > 0 else nan
     if not snr >= _P_SNR:
-        return snr, nan
+        return snr, nan, nan
     # the P wave rises from a local minimum of the deviation no earlier than the search
     # interval and ``_P_RISE_S`` before its peak; still falling there, its onset is not seen
     first = max(start, p - round(_P_RISE_S * fs))
     low = first + int(np.argmin(deviation[first : p + 1]))
     if low == 0 or deviation[low - 1] < deviation[low]:
-        return snr, nan
+        return snr, nan, float(p)
     level = deviation[low] + _P_LEVEL * (deviation[p] - deviation[low])
     p_onset = _crossing(deviation, p, -1, level, 1)
-    return snr, (onset - p_onset) * 1000.0 / fs
+    return snr, (onset - p_onset) * 1000.0 / fs, float(p)

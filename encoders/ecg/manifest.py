@@ -2,9 +2,10 @@
 
 Columns: ``record_id``, ``source`` (the file holding the record), ``index`` (row in an array
 file, else null), ``spec`` (the dataset spec that reopens the source), ``dataset``, ``fs``,
-``n_samples``, ``leads``, ``labels``, ``patient_id``, ``split`` (when the dataset defines one),
-``ok``, ``error`` (why an unreadable record was skipped), and ``files``, ``sizes`` and
-``mtimes_ns``: the files the record was read from, with their size and modification time.
+``n_samples``, ``units`` (``mV`` or ``z-score``), ``leads``, ``labels``, ``patient_id``,
+``split`` (when the dataset defines one), ``ok``, ``error`` (why an unreadable record was
+skipped), and ``files``, ``sizes`` and ``mtimes_ns``: the files the record was read from, with
+their size and modification time.
 Re-opening a saved manifest (`Manifest.open`) lists the source's records and compares those
 stamps: only records that appeared or whose files changed are read again, vanished ones are
 dropped, and a record that became unreadable is kept as an error row (and logged), never
@@ -37,6 +38,7 @@ COLUMNS = (
     "dataset",
     "fs",
     "n_samples",
+    "units",
     "leads",
     "labels",
     "patient_id",
@@ -49,7 +51,7 @@ COLUMNS = (
 )
 
 _NUMERIC_DTYPES = {"index": "Int64", "fs": "float64", "n_samples": "Int64", "ok": "bool"}
-_TEXT_COLUMNS = ("record_id", "source", "spec", "dataset", "patient_id", "split", "error")
+_TEXT_COLUMNS = ("record_id", "source", "spec", "dataset", "units", "patient_id", "split", "error")
 _LIST_COLUMNS = ("leads", "labels", "files", "sizes", "mtimes_ns")
 
 Stamp = tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]
@@ -259,6 +261,7 @@ def _row(
         "dataset": record.dataset if record else source.kind,
         "fs": record.fs if record else None,
         "n_samples": record.n_samples if record else None,
+        "units": record.units if record else None,
         "leads": record.leads if record else (),
         "labels": record.labels if record else (),
         "patient_id": record.patient_id if record else None,

@@ -9,8 +9,9 @@ successive RR intervals over the median RR (about 0.02 in sinus rhythm, 0.15-0.3
 fibrillation). A premature beat comes after an RR interval shorter than ``PREMATURE_BELOW`` of
 the median and is followed by a longer one (the compensatory pause). QRS duration, PR
 interval, the frontal QRS axis, the P wave's strength and the T wave's polarity and ST
-deviation per lead come from the median beat (`encoders.ecg.intervals`). Fewer than three
-beats in the window give NaN for all.
+deviation per lead come from the median beat (`encoders.ecg.intervals`), and so do the wave
+amplitudes in mV for records in millivolts (`measure_prepared`). Fewer than three beats in the
+window give NaN for all.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from scipy import signal as sps
 
 from encoders.ecg.intervals import measure_intervals
+from encoders.ecg.preprocess import PreprocessedECG, Preprocessing
 from knowledge.leads import STANDARD_LEADS
 
 _SMOOTH_S = 0.08
@@ -43,10 +45,15 @@ class RhythmMeasurement:
     p_snr: float = float("nan")
     t_polarity: tuple[float, ...] = ()  # per standard lead: +1 upright, -1 inverted, 0 flat
     st_deviation: tuple[float, ...] = ()  # per standard lead, of its QRS peak-to-peak
+    r_mv: tuple[float, ...] = ()  # per standard lead, millivolts: only for records in mV
+    s_mv: tuple[float, ...] = ()
+    qrs_mv: tuple[float, ...] = ()
+    p_mv: tuple[float, ...] = ()
 
     def per_lead(self, name: str) -> tuple[float, ...]:
-        """The per-lead measure ``name`` (``t_polarity`` or ``st_deviation``), one value per
-        standard lead: NaN for every lead where it was not measured."""
+        """The per-lead measure ``name`` (``t_polarity``, ``st_deviation``, ``r_mv``, ``s_mv``,
+        ``qrs_mv`` or ``p_mv``), one value per standard lead: NaN for every lead where it was
+        not measured."""
         values: tuple[float, ...] = getattr(self, name)
         if len(values) == len(STANDARD_LEADS):
             return values
@@ -75,17 +82,30 @@ def premature_beats(rr: np.ndarray) -> int:
     return int((short & (rr[1:] > rr[:-1])).sum())
 
 
-def measure_rhythm(x: np.ndarray, fs: float) -> RhythmMeasurement:
+def measure_rhythm(
+    x: np.ndarray, fs: float, lead_mv: np.ndarray | None = None
+) -> RhythmMeasurement:
     """Rate, RR irregularity, premature beats, QRS duration, PR interval, QRS axis, P-wave
     strength, T-wave polarity and ST deviation of one window ``x`` (leads, samples; standard
-    lead order) sampled at ``fs`` Hz."""
+    lead order) sampled at ``fs`` Hz; with ``lead_mv``, the millivolts of one unit of each lead
+    of ``x``, also the wave amplitudes per lead in mV."""
     beats = detect_beats(x, fs)
     if len(beats) < 3:
         return RhythmMeasurement(float("nan"), float("nan"), len(beats))
     rr = np.diff(beats) / fs
     median = float(np.median(rr))
     irregularity = float(np.median(np.abs(np.diff(rr)))) / median if len(rr) > 1 else 0.0
-    intervals = measure_intervals(np.asarray(x, dtype=np.float64), beats, fs, median)
+    intervals = measure_intervals(np.asarray(x, dtype=np.float64), beats, fs, median, lead_mv)
     return RhythmMeasurement(
         60.0 / median, irregularity, len(beats), float(premature_beats(rr)), **asdict(intervals)
     )
+
+
+def measure_prepared(
+    preprocessing: Preprocessing, ecg: PreprocessedECG, units: str | None
+) -> RhythmMeasurement:
+    """`measure_rhythm` of the window ``preprocessing`` makes of the prepared ``ecg``, with the
+    wave amplitudes in mV when the record's ``units`` are millivolts (z-scored data has none)."""
+    window = preprocessing.window(ecg)
+    lead_mv = preprocessing.lead_scale(ecg) if units == "mV" else None
+    return measure_rhythm(window.x, preprocessing.fs, lead_mv)

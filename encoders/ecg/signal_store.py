@@ -249,6 +249,7 @@ class SignalStore:
         table["labels"] = _shared_label_tuples(columns.column("labels"))
         table["source"] = str(self.index_path)
         table["ok"], table["error"] = True, None
+        table["units"] = None  # a store keeps no units: amplitudes are not read as millivolts
         for column in ("leads", "files", "sizes", "mtimes_ns"):
             table[column] = [()] * len(table)
         table["store_row"] = np.arange(len(table), dtype=np.int64)
