@@ -214,6 +214,34 @@ _WAVE_BOUNDS: dict[str, tuple[tuple[float, float], float]] = {
 }
 
 
+VoltageWave = Literal["P", "R", "S", "QRS"]
+
+
+class VoltageTerm(_Model):
+    """One amplitude of a voltage criterion: the largest over ``leads`` counts."""
+
+    wave: VoltageWave = Field(
+        description="P: P-wave height; R: tallest upward QRS deflection; S: deepest downward QRS "
+        "deflection, as a positive number; QRS: QRS peak to peak"
+    )
+    leads: LeadList = Field(min_length=1, description="the largest amplitude of these leads")
+
+
+class VoltageCriterion(_Model):
+    """A named voltage criterion: the sum of its terms' amplitudes lies in ``sum_mv``, e.g.
+    Sokolow-Lyon, S in V1 + R in V5 or V6 >= 3.5 mV."""
+
+    name: Text
+    terms: list[VoltageTerm] = Field(min_length=1, max_length=4)
+    sum_mv: ValueRange = Field(description="millivolts (1 mm = 0.1 mV at standard calibration)")
+
+    @field_validator("sum_mv")
+    @classmethod
+    def _millivolts(cls, v: ValueRange) -> ValueRange:
+        _check_bounds(v, 0, 10, "voltage criterion", "mV")
+        return v
+
+
 class MorphologyFeatures(_Model):
     """Features of each wave and segment."""
 
@@ -228,6 +256,11 @@ class MorphologyFeatures(_Model):
         description="frontal-plane QRS axis, degrees from -180 to 180 (lead I at 0, aVF at +90, "
         "aVL at -30); only when the criteria state an axis range, e.g. left axis deviation "
         "-90 to -30",
+    )
+    voltage_criteria: list[VoltageCriterion] = Field(
+        default_factory=list,
+        description="amplitude criteria, any one of which suffices (Sokolow-Lyon, Cornell, low "
+        "voltage...); only when the criteria state millivolt limits",
     )
 
     @field_validator(*_WAVE_BOUNDS)
@@ -250,11 +283,14 @@ class MorphologyFeatures(_Model):
 
     @model_serializer(mode="wrap")
     def _without_absent_axis(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        """Leave an absent axis out, so records without one keep the content hash they had
-        before the field existed (the knowledge base versions a record on a new hash)."""
+        """Leave an absent axis and empty voltage criteria out, so records without them keep
+        the content hash they had before the fields existed (the knowledge base versions a
+        record on a new hash)."""
         data: dict[str, object] = handler(self)
         if self.qrs_axis_deg is None:
             data.pop("qrs_axis_deg", None)
+        if not self.voltage_criteria:
+            data.pop("voltage_criteria", None)
         return data
 
     def findings(self) -> dict[str, WaveFinding | QtFinding]:

@@ -161,6 +161,33 @@ def test_axis_ranges_where_the_criteria_define_the_axis(pack: CuratedPack) -> No
                 )
 
 
+def test_voltage_criteria_where_the_criteria_state_millivolt_limits(pack: CuratedPack) -> None:
+    def criteria(name: str) -> dict[str, tuple[float | None, float | None]]:
+        found = record(pack, name).morphology
+        assert found is not None
+        return {c.name: (c.sum_mv.min, c.sum_mv.max) for c in found.voltage_criteria}
+
+    lvh = criteria("LVH")
+    assert lvh["Sokolow-Lyon"] == (3.5, None) and lvh["R in aVL"] == (1.1, None)
+    assert set(lvh) < set(criteria("VCLVH"))
+    assert criteria("low QRS voltages") == {
+        "low voltage in the limb leads": (None, 0.5),
+        "low voltage in the precordial leads": (None, 1.0),
+    }
+    assert criteria("right atrial abnormality")["P in II, III or aVF"] == (0.25, None)
+    # criteria that mix voltage with other signs are not reduced to their voltage part
+    for name in ("hypertrophy", "left atrial abnormality", "SEHYP", "normal ECG"):
+        assert criteria(name) == {}, name
+    # the views do not show them: the label vectors of trained checkpoints stay valid
+    for r in pack.records:
+        if r.morphology is not None and r.morphology.voltage_criteria:
+            bare = r.morphology.model_copy(update={"voltage_criteria": []})
+            for view in ("full", "morphology", "summary", "rhythm", "name"):
+                assert render_view(r, view) == render_view(
+                    r.model_copy(update={"morphology": bare}), view
+                )
+
+
 def test_reimport_writes_nothing_and_a_newer_pack_versions_only_what_changed(
     pack: CuratedPack, db_path: Path, tmp_path: Path
 ) -> None:

@@ -1,5 +1,6 @@
 """Measured criteria: the knowledge record's rate, regularity, PR interval, QRS duration, QRS
-axis, P-wave presence, T-wave direction and ST depression checked against the recording.
+axis, P-wave presence, T-wave direction, ST depression and voltage criteria checked against the
+recording.
 
 A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close together, so text
 vectors alone cannot tell sinus tachycardia from sinus bradycardia, nor "-30 to -90 degrees"
@@ -40,18 +41,32 @@ listing no leads, are not checked. An ST segment stated "depressed" in listed le
 same of the ST level 60 ms after the QRS, below that at QRS onset by ``ST_DEPRESSED`` of the
 lead's QRS peak-to-peak. Elevation is not checked: it did not separate on the PTB-XL train
 split, where infarcts are mostly old and normal V2-V3 ST sits above the baseline.
+
+``morphology.voltage_criteria`` (Sokolow-Lyon, R in aVL, low voltage, a tall P...) are
+alternatives: each sums its terms' amplitudes, the largest over each term's leads, measured on
+the median beat in millivolts, and the recording is judged by the criterion it meets best, each
+bound soft over ``VOLTAGE_MARGIN_SHARE`` of it (at least ``VOLTAGE_MARGIN_MV``). Amplitudes are
+measured only for records in millivolts: data z-scored per lead (the PTB-XL sample) has none,
+and the logit stays as the model scored it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 
 from encoders.ecg.rhythm import RhythmMeasurement
 from knowledge.leads import STANDARD_LEADS
-from knowledge.schema import DiagnosisKnowledge, PWaves, ValueRange
+from knowledge.schema import (
+    DiagnosisKnowledge,
+    PWaves,
+    ValueRange,
+    VoltageCriterion,
+    VoltageWave,
+)
 
 RATE_MARGIN_BPM = 5.0
 REGULAR_BELOW = 0.08
@@ -82,6 +97,11 @@ _T_SIGN = {"upright": 1.0, "inverted": -1.0}
 # ST depression of 0.05 mV (0.5 mm) counts in most leads; amplitudes are lost to z-scoring, so
 # it is taken relative to the lead's own QRS, about 1 mV peak to peak: 5% of it.
 ST_DEPRESSED = 0.05
+# Millivolt limits are read to half a millimetre on paper (0.05 mV), and the 100 Hz median beat
+# blunts sharp R and S peaks by up to about a tenth: each bound is soft over the larger of them.
+VOLTAGE_MARGIN_MV = 0.05
+VOLTAGE_MARGIN_SHARE = 0.1
+_VOLTAGE_WAVES: tuple[str, ...] = get_args(VoltageWave)
 _RR_VARIATION = "successive-RR variation {:.2f}"
 _P_STRENGTH = "a P wave {:.1f} standard errors above the beat-to-beat scatter"
 _SHARE = "{:.0%} of the listed leads measured"
@@ -164,6 +184,7 @@ class _Columns:
     p_snr: np.ndarray
     polarity: np.ndarray
     depressed: np.ndarray
+    amplitude_mv: dict[str, np.ndarray]  # wave (P, R, S, QRS) -> (recordings, 12)
 
     @classmethod
     def of(cls, measured: Sequence[RhythmMeasurement]) -> _Columns:
@@ -181,6 +202,7 @@ class _Columns:
             p_snr=column("p_snr"),
             polarity=_per_lead(measured, "t_polarity"),
             depressed=_where_measured(st_shift, st_shift < -ST_DEPRESSED),
+            amplitude_mv={w: _per_lead(measured, f"{w.lower()}_mv") for w in _VOLTAGE_WAVES},
         )
 
 
@@ -243,7 +265,50 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
         log, share = _in_leads(m.depressed, st.leads)
         stated = f"depressed in {', '.join(st.leads)}"
         out["ST segment"] = _Check(log, stated, share, f"depressed in {_SHARE}")
+    if morphology is not None and morphology.voltage_criteria:
+        log, total = _voltage(morphology.voltage_criteria, m.amplitude_mv)
+        stated = " or ".join(_describe_voltage(c) for c in morphology.voltage_criteria)
+        out["voltage"] = _Check(log, stated, total, "{:.2f} mV on the criterion met best")
     return out
+
+
+def _voltage(
+    criteria: Sequence[VoltageCriterion], amplitude_mv: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-compatibility with the voltage criterion each recording meets best (0 where none
+    can be measured), and that criterion's measured sum (mV; NaN: none measured)."""
+    logs, totals = [], []
+    for criterion in criteria:
+        total = np.sum([_largest(amplitude_mv[t.wave], t.leads) for t in criterion.terms], axis=0)
+        log = np.zeros(len(total))
+        if (low := criterion.sum_mv.min) is not None:
+            log += _log_sigmoid((total - low) / _voltage_margin(low))
+        if (high := criterion.sum_mv.max) is not None:
+            log += _log_sigmoid((high - total) / _voltage_margin(high))
+        logs.append(np.where(np.isnan(total), -np.inf, log))
+        totals.append(total)
+    best = np.argmax(logs, axis=0)[None]
+    log = np.take_along_axis(np.array(logs), best, axis=0)[0]
+    return np.where(np.isfinite(log), log, 0.0), np.take_along_axis(np.array(totals), best, 0)[0]
+
+
+def _voltage_margin(bound: float) -> float:
+    return max(VOLTAGE_MARGIN_MV, VOLTAGE_MARGIN_SHARE * bound)
+
+
+def _largest(amplitude: np.ndarray, leads: Sequence[str]) -> np.ndarray:
+    """(recordings,) the largest of ``amplitude`` (recordings, 12) over ``leads``; NaN when
+    none of them is measured."""
+    listed = amplitude[:, [STANDARD_LEADS.index(lead) for lead in leads]]
+    measured = ~np.isnan(listed).all(axis=1)
+    return np.where(
+        measured, np.nanmax(np.where(np.isnan(listed), -np.inf, listed), axis=1), np.nan
+    )
+
+
+def _describe_voltage(criterion: VoltageCriterion) -> str:
+    terms = " + ".join(f"{t.wave} in {'/'.join(t.leads)}" for t in criterion.terms)
+    return f"{criterion.name} ({terms}) {criterion.sum_mv.describe('mV')}"
 
 
 def _degrees(value: float | None, default: float) -> str:

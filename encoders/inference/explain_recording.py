@@ -10,7 +10,7 @@ import torch
 
 from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGRecord
-from encoders.ecg.rhythm import measure_rhythm
+from encoders.ecg.rhythm import measure_prepared
 from encoders.explain import Explanation, explain
 from encoders.inference.criteria import describe_criteria
 from encoders.inference.zeroshot import ZeroShotClassifier
@@ -26,7 +26,9 @@ def explain_recording(
     """The explanation of ``label`` for ``record``, and the preprocessed window it explains."""
     label_vectors = classifier.label_vectors(labels=[label], views=views)
     vectors = label_vectors.combined().to(classifier.device)
-    window = evaluation_preprocessing(classifier.checkpoint.preprocessing).apply(record)
+    preprocessing = evaluation_preprocessing(classifier.checkpoint.preprocessing)
+    prepared = preprocessing.prepare(record)
+    window = preprocessing.window(prepared)
     model = classifier.model
 
     def score_fn(x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +47,7 @@ def explain_recording(
         lead_mask=window.lead_mask,
     )
     if knowledge is not None:
-        measured = describe_criteria(knowledge.record, measure_rhythm(window.x, fs))
-        explanation = replace(explanation, measured_criteria=tuple(measured))
+        measured = measure_prepared(preprocessing, prepared, record.units)
+        described = describe_criteria(knowledge.record, measured)
+        explanation = replace(explanation, measured_criteria=tuple(described))
     return explanation, window.x

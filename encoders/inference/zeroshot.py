@@ -18,11 +18,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 from encoders.datasets import evaluation_preprocessing
 from encoders.ecg import ECGDataset, ECGRecord
-from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
+from encoders.ecg.rhythm import RhythmMeasurement, measure_prepared
 from encoders.evaluation.label_space import LabelSpace
 from encoders.inference.criteria import criteria_log_prior
 from encoders.inference.predict import predict
@@ -198,7 +197,7 @@ class ZeroShotClassifier:
 
     def scores(
         self,
-        data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        data: ECGDataset,
         vectors: LabelVectors,
         ensemble: Ensemble = "vectors",
         batch_size: int = 64,
@@ -221,7 +220,7 @@ class ZeroShotClassifier:
 
     def criteria_prior(
         self,
-        data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        data: ECGDataset,
         vectors: LabelVectors,
         measured: Sequence[RhythmMeasurement] | None = None,
     ) -> np.ndarray:
@@ -232,12 +231,13 @@ class ZeroShotClassifier:
             vectors.knowledge, self.measure(data) if measured is None else measured
         )
 
-    def measure(
-        self, data: Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-    ) -> list[RhythmMeasurement]:
-        """What the measured criteria read from each recording's preprocessed window."""
-        fs = self.checkpoint.preprocessing.fs
-        return [measure_rhythm(data[i][0].numpy(), fs) for i in range(len(data))]  # type: ignore[arg-type]
+    def measure(self, data: ECGDataset) -> list[RhythmMeasurement]:
+        """What the measured criteria read from each recording's preprocessed window (wave
+        amplitudes only for records in millivolts)."""
+        return [
+            measure_prepared(data.preprocessing, data.prepared(i), data.units(i))
+            for i in range(len(data))
+        ]
 
     def predict(
         self,
