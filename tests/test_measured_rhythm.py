@@ -141,6 +141,7 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
         "LPR": train.index[train["form:LPR"] == 1],
         "premature": train.index[(train["form:PAC"] == 1) | (train["form:PVC"] == 1)],
         "fascicular": train.index[train["sub_class:LAFB/LPFB"] == 1],
+        "LNGQT": train.index[train["form:LNGQT"] == 1],
     }
     measured = {
         name: [measure_rhythm(np.asarray(signals[i], dtype=np.float64), 100.0) for i in rows]
@@ -164,6 +165,11 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
         return float(np.mean([m.qrs_axis_deg <= -30 for m in measured[group]]))
 
     assert left_share("fascicular") > 0.8 > 0.1 > left_share("NORM")
+    # a long QT: Bazett's QTc of normal ECGs near the adult norm (~400 ms), long QTs above 440
+    assert auroc("LNGQT", "qtc_ms") > 0.9
+    norm_qtc = [m.qtc_ms for m in measured["NORM"]]
+    assert 380 < np.nanmedian(norm_qtc) < 430 and np.mean(np.isnan(norm_qtc)) < 0.05
+    assert np.nanmedian([m.qtc_ms for m in measured["LNGQT"]]) > 440
 
 
 def _records(curated_kb: Path, names: list[str]) -> list[DiagnosisKnowledge]:
@@ -199,6 +205,26 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     # nothing measured: the QRS, PR and premature-beat criteria leave the logit as it was
     assert prior[3, rbbb] == 0 and prior[3, pvc] == 0 and prior[3, avb] > -0.1
     assert (prior <= 0).all()
+
+
+def test_knowledge_qtc_becomes_a_log_prior(curated_kb: Path) -> None:
+    names = ["prolonged QT interval", "short QT interval", "normal ECG"]
+    long_qt, short_qt, normal = range(len(names))
+    records = _records(curated_kb, names)
+
+    def qtc(ms: float) -> RhythmMeasurement:
+        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, qtc_ms=ms)
+
+    at = {ms: i for i, ms in enumerate((400.0, 490.0, 320.0, math.nan))}
+    prior = criteria_log_prior(records, [qtc(ms) for ms in at])
+
+    assert prior[at[490], long_qt] > -0.3 and prior[at[400], long_qt] < -1.5
+    assert prior[at[320], short_qt] > -0.3 and prior[at[400], short_qt] < -0.5
+    # a normal record's "QTc <= 460" is the normal range: not checked, like a normal PR
+    assert prior[at[490], normal] == prior[at[400], normal]
+    assert prior[at[math.nan], long_qt] == 0 and prior[at[math.nan], short_qt] == 0
+    (line,) = [x for x in describe_criteria(records[long_qt], qtc(400.0)) if x.startswith("QTc")]
+    assert line.startswith("QTc: knowledge >= 450 ms; measured 400 ms;")
 
 
 def test_described_criteria_are_the_checks_that_make_the_log_prior(curated_kb: Path) -> None:

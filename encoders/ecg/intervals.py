@@ -1,6 +1,7 @@
 """What the median beat of a preprocessed 12-lead window shows: QRS duration, PR interval,
-frontal QRS axis, P-wave strength, per lead the T-wave polarity and ST level, and, when each
-lead's millivolts per unit are known, per lead the R, S, QRS and P amplitudes in mV.
+frontal QRS axis, QT interval, P-wave strength, per lead the T-wave polarity and ST level,
+and, when each lead's millivolts per unit are known, per lead the R, S, QRS and P amplitudes
+in mV.
 
 The beats (`encoders.ecg.rhythm.detect_beats`) are cut out around each detected QRS, aligned
 on their QRS by cross-correlation and averaged with a median per lead, which keeps the dominant
@@ -32,6 +33,11 @@ the most voting leads, with at most one dissenting; two adjacent sectors tied (a
 lead, or one lead off) give their common boundary, the direction perpendicular to that lead.
 Any other tie, or a flat (masked) limb lead, gives NaN.
 
+The QT interval runs from the QRS onset to the T wave's end: on the leads' RMS deviation
+from the level at QRS onset (each lead divided by its RMS), the tangent at the steepest point
+of the T wave's fall meets the lowest level after it (the tangent method); a T wave still
+falling at ``_T_END_RR`` of the RR interval gives NaN.
+
 Amplitudes (`wave_amplitudes`) are read on the median beat scaled back to millivolts, from the
 level at QRS onset: the R wave is the QRS's highest point above it, the S wave its lowest below
 it, and the P wave the highest point within ``_P_HALF_S`` of the P wave's peak (NaN where no P
@@ -41,6 +47,7 @@ wave stands out). On real records the QRS peak to peak is within a tenth of the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +93,7 @@ class IntervalMeasurement:
     s_mv: tuple[float, ...] = ()
     qrs_mv: tuple[float, ...] = ()
     p_mv: tuple[float, ...] = ()
+    qt_ms: float = float("nan")
 
 
 _NOT_MEASURED = IntervalMeasurement(float("nan"), float("nan"))
@@ -160,7 +168,7 @@ def measure_intervals(
     qrs_ms = (offset - onset) * 1000.0 / fs
     axis = qrs_axis_deg(limb, onset, offset) if limb is not None else float("nan")
     p_snr, pr_ms, p_peak = _p_wave(median, cuts, onset, pre, rr_s, fs)
-    amplitudes: dict[str, tuple[float, ...]] = {}
+    amplitudes: dict[str, Any] = {}
     if lead_mv is not None:
         in_mv = np.where(present[:, None], in_units * np.asarray(lead_mv)[:, None], np.nan)
         amplitudes = wave_amplitudes(in_mv, onset, offset, p_peak, round(_P_HALF_S * fs))
@@ -171,7 +179,31 @@ def measure_intervals(
     t_median = np.median(t_cuts, axis=0)
     t_polarity = t_wave_polarity(t_median, onset, offset, end)
     st = st_deviation(t_median, onset, offset, offset + _ST_AFTER_J_S * fs)
-    return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, t_polarity, st, **amplitudes)
+    t_end = _t_end(t_median[present] / rms[present], onset, offset + _ST_AFTER_J_S * fs, end)
+    qt_ms = (t_end - onset) * 1000.0 / fs
+    return IntervalMeasurement(
+        qrs_ms, pr_ms, axis, p_snr, t_polarity, st, **amplitudes, qt_ms=qt_ms
+    )
+
+
+def _t_end(median: np.ndarray, onset: float, start: float, stop: int) -> float:
+    """Fractional index where the T wave ends on ``median`` (leads, samples; each lead divided
+    by its RMS): on the leads' RMS deviation from the level at QRS ``onset``, the T wave peaks
+    between ``start`` and ``stop``, and ends where the tangent at the steepest point of its fall
+    meets the lowest level after it; NaN when that lies beyond ``stop`` (not seen)."""
+    deviation = np.sqrt(((median - _level_at(median, onset)[:, None]) ** 2).mean(axis=0))
+    first = int(np.ceil(start))
+    if stop - first < 3:
+        return float("nan")
+    peak = first + int(np.argmax(deviation[first : stop + 1]))
+    fall = np.diff(deviation[peak : stop + 1])
+    if len(fall) < 2 or fall.min() >= 0:
+        return float("nan")
+    steepest = int(np.argmin(fall))
+    floor = deviation[peak + steepest + 1 : stop + 1].min()
+    middle = (deviation[peak + steepest] + deviation[peak + steepest + 1]) / 2
+    end = peak + steepest + 0.5 + (middle - floor) / -fall[steepest]
+    return float(end) if end <= stop else float("nan")
 
 
 def wave_amplitudes(

@@ -8,10 +8,10 @@ the beats: the rate is 60 / median RR, and the irregularity the median absolute 
 successive RR intervals over the median RR (about 0.02 in sinus rhythm, 0.15-0.3 in atrial
 fibrillation). A premature beat comes after an RR interval shorter than ``PREMATURE_BELOW`` of
 the median and is followed by a longer one (the compensatory pause). QRS duration, PR
-interval, the frontal QRS axis, the P wave's strength and the T wave's polarity and ST
-deviation per lead come from the median beat (`encoders.ecg.intervals`), and so do the wave
-amplitudes in mV for records in millivolts (`measure_prepared`). Fewer than three beats in the
-window give NaN for all.
+interval, QT interval (and Bazett's QTc from it), the frontal QRS axis, the P wave's strength
+and the T wave's polarity and ST deviation per lead come from the median beat
+(`encoders.ecg.intervals`), and so do the wave amplitudes in mV for records in millivolts
+(`measure_prepared`). Fewer than three beats in the window give NaN for all.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class RhythmMeasurement:
     s_mv: tuple[float, ...] = ()
     qrs_mv: tuple[float, ...] = ()
     p_mv: tuple[float, ...] = ()
+    qt_ms: float = float("nan")
+    qtc_ms: float = float("nan")  # Bazett: QT over the square root of the median RR (s)
 
     def per_lead(self, name: str) -> tuple[float, ...]:
         """The per-lead measure ``name`` (``t_polarity``, ``st_deviation``, ``r_mv``, ``s_mv``,
@@ -97,7 +99,12 @@ def measure_rhythm(
     irregularity = float(np.median(np.abs(np.diff(rr)))) / median if len(rr) > 1 else 0.0
     intervals = measure_intervals(np.asarray(x, dtype=np.float64), beats, fs, median, lead_mv)
     return RhythmMeasurement(
-        60.0 / median, irregularity, len(beats), float(premature_beats(rr)), **asdict(intervals)
+        60.0 / median,
+        irregularity,
+        len(beats),
+        float(premature_beats(rr)),
+        **asdict(intervals),
+        qtc_ms=intervals.qt_ms / np.sqrt(median),
     )
 
 

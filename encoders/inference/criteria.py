@@ -1,6 +1,6 @@
 """Measured criteria: the knowledge record's rate, regularity, PR interval, QRS duration, QRS
-axis, P-wave presence, T-wave direction, ST depression and voltage criteria checked against the
-recording.
+axis, QTc, P-wave presence, T-wave direction, ST depression and voltage criteria checked
+against the recording.
 
 A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close together, so text
 vectors alone cannot tell sinus tachycardia from sinus bradycardia, nor "-30 to -90 degrees"
@@ -18,7 +18,9 @@ variation under ``REGULAR_BELOW``, "irregularly irregular" one above it, soft ov
 ``IRREGULARITY_MARGIN``; "irregular" (premature or escape beats, sinus arrhythmia) asks for at
 least one premature beat in the window, soft over ``PREMATURE_MARGIN`` beats. PR and QRS
 bounds are soft over ``PR_MARGIN_MS`` and ``QRS_MARGIN_MS``; only PR bounds beyond the normal
-range ``NORMAL_PR_MS`` (a long or a short PR) are checked. Axis bounds are soft over
+range ``NORMAL_PR_MS`` (a long or a short PR) are checked, and likewise only
+``qt_interval.qtc_ms`` bounds beyond ``NORMAL_QTC_MS`` (Bazett's QTc from the QRS onset to the
+T wave's end on the median beat), soft over ``QTC_MARGIN_MS``. Axis bounds are soft over
 ``AXIS_MARGIN_DEG`` on the circle: a measured -165 degrees lies 15 degrees past a bound of
 +180. A QRS duration stated by a record whose rhythm is "irregular" or "regularly irregular"
 is that of its ectopic beats (a premature ventricular contraction is wide, the beats around it
@@ -82,6 +84,11 @@ PR_MARGIN_MS = 20.0
 # conduction rather than defining itself by it, and sinus rhythm goes on with a first-degree AV
 # block, so only bounds beyond it (a long PR >= 200, a short one <= 120) are checked.
 NORMAL_PR_MS = (120.0, 200.0)
+# Bazett's QTc: a long QTc is 440 ms or more (450 in men, 460 in women), a short one 390 ms or
+# less (`knowledge.consistency`); only such bounds are checked, not a normal record's "<= 460".
+# The T wave's end is the least sure point of the beat, two or three 10 ms samples.
+NORMAL_QTC_MS = (390.0, 440.0)
+QTC_MARGIN_MS = 30.0
 # The measured axis is the centre of a 30-degree hexaxial sector (`encoders.ecg.intervals`), so
 # it lies up to 15 degrees from the true axis; half a sector plus 5 degrees of slack.
 AXIS_MARGIN_DEG = 20.0
@@ -122,14 +129,16 @@ def _within(value: np.ndarray, bounds: ValueRange, margin: float) -> np.ndarray:
     return out
 
 
-def _abnormal_pr(pr: np.ndarray, bounds: ValueRange) -> np.ndarray | None:
-    """Log-compatibility of ``pr`` with the bounds that lie outside the normal PR range; None
-    when the record states none."""
-    low = bounds.min if bounds.min is not None and bounds.min >= NORMAL_PR_MS[1] else None
-    high = bounds.max if bounds.max is not None and bounds.max <= NORMAL_PR_MS[0] else None
+def _beyond_normal(
+    value: np.ndarray, bounds: ValueRange, normal: tuple[float, float], margin: float
+) -> np.ndarray | None:
+    """Log-compatibility of ``value`` with the bounds that lie outside the ``normal`` range (a
+    long or a short interval); None when the record states none."""
+    low = bounds.min if bounds.min is not None and bounds.min >= normal[1] else None
+    high = bounds.max if bounds.max is not None and bounds.max <= normal[0] else None
     if low is None and high is None:
         return None
-    return _within(pr, ValueRange(min=low, max=high), PR_MARGIN_MS)
+    return _within(value, ValueRange(min=low, max=high), margin)
 
 
 def _axis_within(axis: np.ndarray, bounds: ValueRange) -> np.ndarray:
@@ -180,6 +189,7 @@ class _Columns:
     premature: np.ndarray
     qrs: np.ndarray
     pr: np.ndarray
+    qtc: np.ndarray
     axis: np.ndarray
     p_snr: np.ndarray
     polarity: np.ndarray
@@ -198,6 +208,7 @@ class _Columns:
             premature=column("premature_beats"),
             qrs=column("qrs_ms"),
             pr=column("pr_ms"),
+            qtc=column("qtc_ms"),
             axis=column("qrs_axis_deg"),
             p_snr=column("p_snr"),
             polarity=_per_lead(measured, "t_polarity"),
@@ -232,7 +243,7 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
         log = _log_sigmoid((m.premature - 0.5) / PREMATURE_MARGIN)
         out["regularity"] = _Check(log, regularity, m.premature, "{:.0f} premature beats")
     if rhythm is not None and rhythm.pr_interval_ms is not None:
-        log_pr = _abnormal_pr(m.pr, rhythm.pr_interval_ms)
+        log_pr = _beyond_normal(m.pr, rhythm.pr_interval_ms, NORMAL_PR_MS, PR_MARGIN_MS)
         if log_pr is not None:
             stated = rhythm.pr_interval_ms.describe("ms")
             out["PR interval"] = _Check(log_pr, stated, m.pr, "{:.0f} ms")
@@ -241,6 +252,11 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
         log = _within(m.qrs, qrs_complex.duration_ms, QRS_MARGIN_MS)
         stated = qrs_complex.duration_ms.describe("ms")
         out["QRS duration"] = _Check(log, stated, m.qrs, "{:.0f} ms")
+    qt = morphology.qt_interval if morphology is not None else None
+    if qt is not None and qt.qtc_ms is not None:
+        log_qtc = _beyond_normal(m.qtc, qt.qtc_ms, NORMAL_QTC_MS, QTC_MARGIN_MS)
+        if log_qtc is not None:
+            out["QTc"] = _Check(log_qtc, qt.qtc_ms.describe("ms"), m.qtc, "{:.0f} ms")
     if morphology is not None and morphology.qrs_axis_deg is not None:
         log = _axis_within(m.axis, morphology.qrs_axis_deg)
         axis = morphology.qrs_axis_deg
