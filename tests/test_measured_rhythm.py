@@ -307,6 +307,7 @@ def test_p_waves_and_t_waves_separate_their_labels_on_the_ptbxl_train_split(
         "INVT": train.index[train["form:INVT"] == 1],
         "NORM": train.index[train["sub_class:NORM"] == 1][:200],
         "STD": train.index[train["form:STD"] == 1],
+        "LOWT": train.index[train["form:LOWT"] == 1],
     }
     measured = {
         name: [measure_rhythm(np.asarray(signals[i], dtype=np.float64), 100.0) for i in rows]
@@ -330,12 +331,20 @@ def test_p_waves_and_t_waves_separate_their_labels_on_the_ptbxl_train_split(
     assert depressed("STD").mean() > 0.2 > 0.05 > depressed("NORM").mean()
     # ties (no lead depressed in either, most normal ECGs) counted against
     assert (depressed("STD")[:, None] > depressed("NORM")[None, :]).mean() > 0.7
+    flat_leads = [STANDARD_LEADS.index(lead) for lead in ("I", "II", "aVL", "aVF", "V4", "V5")]
+
+    def flat(group: str) -> np.ndarray:  # T under a tenth of the QRS in the LOWT record's leads
+        return np.array([np.mean(np.array(m.t_size)[flat_leads] < 0.1) for m in measured[group]])
+
+    assert flat("LOWT").mean() > 0.4 > 0.1 > flat("NORM").mean()
+    assert (flat("LOWT")[:, None] > flat("NORM")[None, :]).mean() > 0.7
 
 
 def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
     names = ["atrial fibrillation", "atrial flutter", "sinus rhythm", "right bundle branch block"]
     names += ["normal ECG", "T wave inversion", "first degree AV block", "ST depression"]
-    afib, flutter, sinus, rbbb, normal, invt, avb, std = range(len(names))
+    names += ["low amplitude T waves"]
+    afib, flutter, sinus, rbbb, normal, invt, avb, std, lowt = range(len(names))
     records = _records(curated_kb, names)
     upright = (1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     inverted = (1.0, 1.0, -1.0, -1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0)
@@ -343,13 +352,16 @@ def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
     level, low = (0.0,) * 12, (-0.1,) * 12  # ST at the QRS-onset level, or 10% of the QRS below
 
     def beat(
-        p_snr: float, t: tuple[float, ...], st: tuple[float, ...] = level
+        p_snr: float, t: tuple[float, ...], st: tuple[float, ...] = level, size: float = 0.3
     ) -> RhythmMeasurement:
-        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 100.0, 160.0, 45.0, p_snr, t, st)
+        return RhythmMeasurement(
+            70.0, 0.02, 9, 0.0, 100.0, 160.0, 45.0, p_snr, t, st, t_size=(size,) * 12
+        )
 
     clear, none = beat(12.0, upright), beat(1.5, upright)
     unknown = RhythmMeasurement(math.nan, math.nan, 1)  # no P-wave strength, T wave or ST
     measured = [clear, none, unknown, beat(12.0, inverted), beat(12.0, upright, low)]
+    measured += [beat(12.0, upright, size=0.05)]  # T waves a twentieth of the QRS
     prior = criteria_log_prior(records, measured)
 
     assert prior[0, afib] < prior[1, afib] - 5  # a clear P wave is no atrial fibrillation
@@ -360,6 +372,7 @@ def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
     assert prior[3, normal] < prior[0, normal] - 1  # normal T waves are upright
     assert prior[3, invt] > -0.5 > -2 > prior[0, invt]  # T inverted in 6 of its 9 leads
     assert prior[4, std] > -0.1 > -3 > prior[0, std]  # ST depression, in all its leads or none
+    assert prior[5, lowt] > -0.1 > -3 > prior[0, lowt]  # low T waves, in all its leads or none
     assert (prior[2] == 0).all()  # nothing measured: nothing changed
     assert (prior <= 0).all()
 

@@ -21,7 +21,8 @@ ended), on a median beat cut out ``_T_POST_S`` past the QRS. Signs, unlike ampli
 per-lead z-scoring. A lead whose net area is under ``_EQUIPHASIC`` of its absolute area
 (biphasic or flat) is 0, a flat (masked) lead NaN. The ST deviation in each lead is its level
 ``_ST_AFTER_J_S`` after the QRS end, from that at QRS onset, over the lead's own QRS
-peak-to-peak: a ratio that per-lead z-scoring leaves as it was.
+peak-to-peak: a ratio that per-lead z-scoring leaves as it was, and so is the T wave's size,
+its largest deviation from that level after the ST point over the lead's QRS peak to peak.
 
 The frontal QRS axis comes from the signs alone of the net QRS area (over the measured QRS,
 from the level at its onset) in the six limb leads, since windows are z-scored per lead and
@@ -94,6 +95,7 @@ class IntervalMeasurement:
     qrs_mv: tuple[float, ...] = ()
     p_mv: tuple[float, ...] = ()
     qt_ms: float = float("nan")
+    t_size: tuple[float, ...] = ()
 
 
 _NOT_MEASURED = IntervalMeasurement(float("nan"), float("nan"))
@@ -178,12 +180,29 @@ def measure_intervals(
         return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, **amplitudes)
     t_median = np.median(t_cuts, axis=0)
     t_polarity = t_wave_polarity(t_median, onset, offset, end)
-    st = st_deviation(t_median, onset, offset, offset + _ST_AFTER_J_S * fs)
-    t_end = _t_end(t_median[present] / rms[present], onset, offset + _ST_AFTER_J_S * fs, end)
-    qt_ms = (t_end - onset) * 1000.0 / fs
+    j_point = offset + _ST_AFTER_J_S * fs
+    st = st_deviation(t_median, onset, offset, j_point)
+    qt_ms = (_t_end(t_median[present] / rms[present], onset, j_point, end) - onset) * 1000.0 / fs
+    t_size = t_wave_size(t_median, onset, offset, j_point, end)
     return IntervalMeasurement(
-        qrs_ms, pr_ms, axis, p_snr, t_polarity, st, **amplitudes, qt_ms=qt_ms
+        qrs_ms, pr_ms, axis, p_snr, t_polarity, st, **amplitudes, qt_ms=qt_ms, t_size=t_size
     )
+
+
+def t_wave_size(
+    median: np.ndarray, onset: float, offset: float, start: float, end: int
+) -> tuple[float, ...]:
+    """Per lead of ``median``: the T wave's largest deviation from the level at QRS ``onset``,
+    between the fractional index ``start`` and index ``end``, over the lead's QRS peak to peak
+    between ``onset`` and ``offset``; NaN for a flat lead."""
+    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
+    t_span = np.arange(int(np.ceil(start)), min(end, median.shape[-1] - 1) + 1)
+    if len(t_span) < 2:
+        return ()
+    size = np.abs(median[:, t_span] - _level_at(median, onset)[:, None]).max(axis=-1)
+    ptp = np.ptp(median[:, span], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tuple(float(v) for v in np.where(ptp > 0, size / ptp, np.nan))
 
 
 def _t_end(median: np.ndarray, onset: float, start: float, stop: int) -> float:
