@@ -13,7 +13,11 @@ import pytest
 
 from encoders.ecg import open_source
 from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
-from encoders.inference.criteria import criteria_log_prior, describe_criteria
+from encoders.inference.criteria import (
+    CRITERIA_WEIGHT,
+    criteria_log_prior,
+    describe_criteria,
+)
 from kb_store.store import KnowledgeBase
 from knowledge.leads import STANDARD_LEADS
 from knowledge.schema import DiagnosisKnowledge
@@ -63,7 +67,9 @@ def test_knowledge_rate_and_regularity_become_a_log_prior(curated_kb) -> None:  
     irregular = RhythmMeasurement(80.0, 0.25, 12)
     unknown = RhythmMeasurement(math.nan, math.nan, 1)
 
-    prior = criteria_log_prior(records, [fast, slow, irregular, unknown])
+    prior = (
+        criteria_log_prior(records, [fast, slow, irregular, unknown]) / CRITERIA_WEIGHT
+    )  # log-compatibility
 
     tachy, brady, afib, lvh = prior.T
     assert tachy[0] > -0.2 and tachy[1] < -10  # a fast rate fits, a slow one does not
@@ -195,7 +201,9 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     ectopic = RhythmMeasurement(70.0, 0.02, 9, 2.0, 90.0, 160.0)
     unknown = RhythmMeasurement(70.0, 0.02, 9, nan, nan, nan)
 
-    prior = criteria_log_prior(records, [narrow, wide_long_pr, ectopic, unknown])
+    prior = (
+        criteria_log_prior(records, [narrow, wide_long_pr, ectopic, unknown]) / CRITERIA_WEIGHT
+    )  # log-compatibility
 
     assert prior[0, rbbb] < -2 and prior[1, rbbb] > -0.2  # a narrow QRS is no bundle branch block
     assert prior[1, normal] < -2 < -0.5 < prior[0, normal]
@@ -216,7 +224,9 @@ def test_knowledge_qtc_becomes_a_log_prior(curated_kb: Path) -> None:
         return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, qtc_ms=ms)
 
     at = {ms: i for i, ms in enumerate((400.0, 490.0, 320.0, math.nan))}
-    prior = criteria_log_prior(records, [qtc(ms) for ms in at])
+    prior = (
+        criteria_log_prior(records, [qtc(ms) for ms in at]) / CRITERIA_WEIGHT
+    )  # log-compatibility
 
     assert prior[at[490], long_qt] > -0.3 and prior[at[400], long_qt] < -1.5
     assert prior[at[320], short_qt] > -0.3 and prior[at[400], short_qt] < -0.5
@@ -237,7 +247,7 @@ def test_described_criteria_are_the_checks_that_make_the_log_prior(curated_kb: P
     assert total == pytest.approx(criteria_log_prior([afib], [sinus_left])[0, 0], abs=0.01)
     (axis,) = describe_criteria(lad, sinus_left)
     stated = "QRS axis: knowledge -90 degrees to -30 degrees; measured"
-    assert axis == f"{stated} -60 degrees; -0.40 on the logit"
+    assert axis == f"{stated} -60 degrees; -0.81 on the logit"  # twice -0.40
     unknown = RhythmMeasurement(math.nan, math.nan, 0)
     assert describe_criteria(lad, unknown) == [f"{stated} not measurable here; +0.00 on the logit"]
 
@@ -251,7 +261,9 @@ def test_knowledge_axis_becomes_a_log_prior(curated_kb: Path) -> None:
         return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, degrees)
 
     at = {deg: i for i, deg in enumerate((60.0, -60.0, 135.0, -165.0, math.nan))}
-    prior = criteria_log_prior(records, [axis(deg) for deg in at])
+    prior = (
+        criteria_log_prior(records, [axis(deg) for deg in at]) / CRITERIA_WEIGHT
+    )  # log-compatibility
 
     assert prior[at[60], lad] < -4 and prior[at[-60], lad] > -0.5  # +60 is no left axis deviation
     assert prior[at[135], rad] > -0.5 and prior[at[60], rad] < -1.5
@@ -362,7 +374,7 @@ def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
     unknown = RhythmMeasurement(math.nan, math.nan, 1)  # no P-wave strength, T wave or ST
     measured = [clear, none, unknown, beat(12.0, inverted), beat(12.0, upright, low)]
     measured += [beat(12.0, upright, size=0.05)]  # T waves a twentieth of the QRS
-    prior = criteria_log_prior(records, measured)
+    prior = criteria_log_prior(records, measured) / CRITERIA_WEIGHT  # log-compatibility
 
     assert prior[0, afib] < prior[1, afib] - 5  # a clear P wave is no atrial fibrillation
     assert prior[1, sinus] < prior[0, sinus] - 1.5  # sinus rhythm has one

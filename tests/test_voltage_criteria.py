@@ -15,7 +15,11 @@ from encoders.ecg import open_source, sample_data_dir
 from encoders.ecg.manifest import Manifest
 from encoders.ecg.preprocess import Preprocessing
 from encoders.ecg.rhythm import RhythmMeasurement, detect_beats, measure_prepared
-from encoders.inference.criteria import criteria_log_prior, describe_criteria
+from encoders.inference.criteria import (
+    CRITERIA_WEIGHT,
+    criteria_log_prior,
+    describe_criteria,
+)
 from kb_store.store import KnowledgeBase
 from knowledge.leads import STANDARD_LEADS
 from knowledge.schema import DiagnosisKnowledge, VoltageCriterion
@@ -96,7 +100,9 @@ def test_knowledge_voltage_becomes_a_log_prior(curated_kb: Path) -> None:
         ),
     )
     peaked_p = replace(small, p_mv=tuple(0.35 if lead == "III" else 0.1 for lead in STANDARD_LEADS))
-    prior = criteria_log_prior(records, [sokolow, tall_avl, small, peaked_p, beat])
+    prior = (
+        criteria_log_prior(records, [sokolow, tall_avl, small, peaked_p, beat]) / CRITERIA_WEIGHT
+    )  # log-compatibility
 
     assert prior[0, lvh] > -0.2 and prior[2, lvh] < -5  # S V1 + R V6: 4.1 mV, 1.1 mV
     assert prior[1, lvh] > -0.2  # any one criterion suffices: R in aVL 1.3 >= 1.1 mV
