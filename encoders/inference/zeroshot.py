@@ -255,7 +255,7 @@ class ZeroShotClassifier:
         """A tidy table (record_id, label, diagnosis, score, probability) for raw signals.
 
         With ``measured_criteria`` what each label's knowledge states (rate, regularity,
-        intervals, axis, P and T waves, ST depression) is checked against the recording's
+        intervals, axis, P and T waves, ST depression, voltages) is checked against the recording's
         measurements (`criteria_prior`).
 
         ``signals`` is an array (N, 12, T) in standard lead order sampled at ``fs`` (default:

@@ -47,7 +47,7 @@ def zeroshot(
         bool,
         typer.Option(
             help="check what each label's knowledge states (rate, regularity, intervals, axis, P "
-            "and T waves, ST depression) against what is measured from the recording"
+            "and T waves, ST depression, voltages) against what is measured from the recording"
         ),
     ] = True,
     measurements: Annotated[
@@ -167,8 +167,8 @@ def eval_command(
         bool,
         typer.Option(
             help="also report the knowledge condition with what each label's knowledge states "
-            "(rate, regularity, intervals, axis, P and T waves, ST depression) checked against "
-            "the recording"
+            "(rate, regularity, intervals, axis, P and T waves, ST depression, voltages) "
+            "checked against the recording"
         ),
     ] = True,
     split: Annotated[
