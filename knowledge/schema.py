@@ -262,6 +262,11 @@ class MorphologyFeatures(_Model):
         description="amplitude criteria, any one of which suffices (Sokolow-Lyon, Cornell, low "
         "voltage...); only when the criteria state millivolt limits",
     )
+    pathological_q_leads: LeadList = Field(
+        default_factory=list,
+        description="leads showing pathological Q waves (wide, or deep against the R wave, or QS "
+        "complexes), for diagnoses defined by them, e.g. an old inferior infarction: II, III, aVF",
+    )
 
     @field_validator(*_WAVE_BOUNDS)
     @classmethod
@@ -283,14 +288,15 @@ class MorphologyFeatures(_Model):
 
     @model_serializer(mode="wrap")
     def _without_absent_axis(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        """Leave an absent axis and empty voltage criteria out, so records without them keep
-        the content hash they had before the fields existed (the knowledge base versions a
-        record on a new hash)."""
+        """Leave an absent axis, empty voltage criteria and Q-wave leads out, so records without
+        them keep the content hash they had before the fields existed (the knowledge base
+        versions a record on a new hash)."""
         data: dict[str, object] = handler(self)
         if self.qrs_axis_deg is None:
             data.pop("qrs_axis_deg", None)
-        if not self.voltage_criteria:
-            data.pop("voltage_criteria", None)
+        for name in ("voltage_criteria", "pathological_q_leads"):
+            if not getattr(self, name):
+                data.pop(name, None)
         return data
 
     def findings(self) -> dict[str, WaveFinding | QtFinding]:

@@ -188,6 +188,27 @@ def test_voltage_criteria_where_the_criteria_state_millivolt_limits(pack: Curate
                 )
 
 
+def test_pathological_q_leads_where_the_criteria_are_q_waves(pack: CuratedPack) -> None:
+    def q_leads(name: str) -> list[str]:
+        found = record(pack, name).morphology
+        return found.pathological_q_leads if found is not None else []
+
+    assert q_leads("IMI") == q_leads("old inferior myocardial infarction") == ["II", "III", "aVF"]
+    assert q_leads("ASMI") == ["V1", "V2", "V3", "V4"]
+    assert q_leads("LMI") == ["I", "aVL", "V5", "V6"]
+    # acute infarction, posterior infarction (no Q waves in the 12 leads) and septal
+    # hypertrophy (narrow, non-pathological Q waves) state none
+    for name in ("acute myocardial infarction", "PMI", "SEHYP", "myocardial infarction"):
+        assert q_leads(name) == [], name
+    for r in pack.records:
+        if r.morphology is not None and r.morphology.pathological_q_leads:
+            bare = r.morphology.model_copy(update={"pathological_q_leads": []})
+            for view in ("full", "morphology", "summary", "rhythm", "name"):
+                assert render_view(r, view) == render_view(
+                    r.model_copy(update={"morphology": bare}), view
+                )
+
+
 def test_reimport_writes_nothing_and_a_newer_pack_versions_only_what_changed(
     pack: CuratedPack, db_path: Path, tmp_path: Path
 ) -> None:

@@ -148,6 +148,7 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
         "premature": train.index[(train["form:PAC"] == 1) | (train["form:PVC"] == 1)],
         "fascicular": train.index[train["sub_class:LAFB/LPFB"] == 1],
         "LNGQT": train.index[train["form:LNGQT"] == 1],
+        "IMI": train.index[train["sub_class:IMI"] == 1],
     }
     measured = {
         name: [measure_rhythm(np.asarray(signals[i], dtype=np.float64), 100.0) for i in rows]
@@ -176,6 +177,13 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
     norm_qtc = [m.qtc_ms for m in measured["NORM"]]
     assert 380 < np.nanmedian(norm_qtc) < 430 and np.mean(np.isnan(norm_qtc)) < 0.05
     assert np.nanmedian([m.qtc_ms for m in measured["LNGQT"]]) > 440
+    inferior = [STANDARD_LEADS.index(lead) for lead in ("II", "III", "aVF")]
+
+    def q_share(group: str) -> np.ndarray:  # pathological Q waves in II, III and aVF
+        return np.array([np.nanmean(np.array(m.q_wave)[inferior]) for m in measured[group]])
+
+    assert q_share("IMI").mean() > 0.45 > 0.15 > q_share("NORM").mean()
+    assert (q_share("IMI")[:, None] > q_share("NORM")[None, :]).mean() > 0.6
 
 
 def _records(curated_kb: Path, names: list[str]) -> list[DiagnosisKnowledge]:
@@ -213,6 +221,26 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     # nothing measured: the QRS, PR and premature-beat criteria leave the logit as it was
     assert prior[3, rbbb] == 0 and prior[3, pvc] == 0 and prior[3, avb] > -0.1
     assert (prior <= 0).all()
+
+
+def test_knowledge_q_waves_become_a_log_prior(curated_kb: Path) -> None:
+    names = ["inferior myocardial infarction", "abnormal Q waves", "sinus rhythm"]
+    imi, qwave, sinus = range(len(names))
+    records = _records(curated_kb, names)
+    inferior = {STANDARD_LEADS.index(lead) for lead in ("II", "III", "aVF")}
+
+    def q(leads: set[int]) -> RhythmMeasurement:
+        waves = tuple(1.0 if i in leads else 0.0 for i in range(12))
+        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, q_wave=waves)
+
+    measured = [q(inferior), q(set()), q({STANDARD_LEADS.index("III")}), q(set(range(12)))]
+    prior = criteria_log_prior(records, measured) / CRITERIA_WEIGHT  # log-compatibility
+    assert prior[0, imi] > -0.25 > -1.5 > prior[1, imi]  # Q waves in all three inferior leads
+    assert prior[1, imi] < prior[2, imi] < prior[0, imi]  # one of three lies in between
+    assert prior[3, qwave] > -0.1 and prior[1, qwave] < -3
+    assert (prior[:, sinus] == prior[0, sinus]).all()  # sinus rhythm states no Q waves
+    unmeasured = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0)
+    assert criteria_log_prior(records[:1], [unmeasured]).tolist() == [[0.0]]
 
 
 def test_knowledge_qtc_becomes_a_log_prior(curated_kb: Path) -> None:

@@ -51,12 +51,13 @@ class RhythmMeasurement:
     p_mv: tuple[float, ...] = ()
     qt_ms: float = float("nan")
     t_size: tuple[float, ...] = ()  # per standard lead, of its QRS peak-to-peak
+    q_wave: tuple[float, ...] = ()  # per standard lead: 1 pathological Q wave or QS, 0 none
     qtc_ms: float = float("nan")  # Bazett: QT over the square root of the median RR (s)
 
     def per_lead(self, name: str) -> tuple[float, ...]:
-        """The per-lead measure ``name`` (``t_polarity``, ``st_deviation``, ``t_size``, ``r_mv``,
-        ``s_mv``, ``qrs_mv`` or ``p_mv``), one value per standard lead: NaN for every lead
-        where it was not measured."""
+        """The per-lead measure ``name`` (``t_polarity``, ``st_deviation``, ``t_size``,
+        ``q_wave``, ``r_mv``, ``s_mv``, ``qrs_mv`` or ``p_mv``), one value per standard lead:
+        NaN for every lead where it was not measured."""
         values: tuple[float, ...] = getattr(self, name)
         if len(values) == len(STANDARD_LEADS):
             return values

@@ -1,6 +1,6 @@
 """Measured criteria: the knowledge record's rate, regularity, PR interval, QRS duration, QRS
-axis, QTc, P-wave presence, T-wave direction, ST depression and voltage criteria checked
-against the recording.
+axis, QTc, P-wave presence, T-wave direction, ST depression, pathological Q waves and voltage
+criteria checked against the recording.
 
 A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close together, so text
 vectors alone cannot tell sinus tachycardia from sinus bradycardia, nor "-30 to -90 degrees"
@@ -44,6 +44,10 @@ leads, are not checked. An ST segment stated "depressed" in listed leads asks th
 same of the ST level 60 ms after the QRS, below that at QRS onset by ``ST_DEPRESSED`` of the
 lead's QRS peak-to-peak. Elevation is not checked: it did not separate on the PTB-XL train
 split, where infarcts are mostly old and normal V2-V3 ST sits above the baseline.
+
+``morphology.pathological_q_leads`` ask for a pathological Q wave or a QS complex
+(`encoders.ecg.intervals.pathological_q`) in at least ``LEAD_SHARE`` of those measured, soft
+over one lead, like the T-wave and ST findings.
 
 ``morphology.voltage_criteria`` (Sokolow-Lyon, R in aVL, low voltage, a tall P...) are
 alternatives: each sums its terms' amplitudes, the largest over each term's leads, measured on
@@ -203,6 +207,7 @@ class _Columns:
     p_snr: np.ndarray
     polarity: np.ndarray
     t_size: np.ndarray
+    q_wave: np.ndarray
     depressed: np.ndarray
     amplitude_mv: dict[str, np.ndarray]  # wave (P, R, S, QRS) -> (recordings, 12)
 
@@ -223,6 +228,7 @@ class _Columns:
             p_snr=column("p_snr"),
             polarity=_per_lead(measured, "t_polarity"),
             t_size=_per_lead(measured, "t_size"),
+            q_wave=_per_lead(measured, "q_wave"),
             depressed=_where_measured(st_shift, st_shift < -ST_DEPRESSED),
             amplitude_mv={w: _per_lead(measured, f"{w.lower()}_mv") for w in _VOLTAGE_WAVES},
         )
@@ -295,6 +301,11 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
         log, share = _in_leads(m.depressed, st.leads)
         stated = f"depressed in {', '.join(st.leads)}"
         out["ST segment"] = _Check(log, stated, share, f"depressed in {_SHARE}")
+    if morphology is not None and morphology.pathological_q_leads:
+        leads = morphology.pathological_q_leads
+        log, share = _in_leads(m.q_wave, leads)
+        stated = f"pathological in {', '.join(leads)}"
+        out["Q waves"] = _Check(log, stated, share, f"pathological in {_SHARE}")
     if morphology is not None and morphology.voltage_criteria:
         log, total = _voltage(morphology.voltage_criteria, m.amplitude_mv)
         stated = " or ".join(_describe_voltage(c) for c in morphology.voltage_criteria)
