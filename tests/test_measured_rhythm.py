@@ -196,12 +196,14 @@ def _records(curated_kb: Path, names: list[str]) -> list[DiagnosisKnowledge]:
 def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     names = [
         "right bundle branch block",  # QRS >= 120
-        "normal ECG",  # QRS <= 110; its PR 120-200 is the normal range, not checked
+        "normal ECG",  # QRS <= 110 and PR 120-200: the normal ranges, not checked
         "first degree AV block",  # PR >= 200
         "premature ventricular contraction",  # irregular; its QRS >= 120 is the ectopic beat's
         "sinus rhythm",  # PR 120-200, not checked
+        "left anterior fascicular block",  # QRS < 120 when isolated; with a RBBB it is wide
+        "incomplete right bundle branch block",  # QRS 110-119: only the lower bound checked
     ]
-    rbbb, normal, avb, pvc, sinus = range(len(names))
+    rbbb, normal, avb, pvc, sinus, lafb, irbbb = range(len(names))
     records = _records(curated_kb, names)
     nan = math.nan
     narrow = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0)
@@ -214,7 +216,8 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     )  # log-compatibility
 
     assert prior[0, rbbb] < -2 and prior[1, rbbb] > -0.2  # a narrow QRS is no bundle branch block
-    assert prior[1, normal] < -2 < -0.5 < prior[0, normal]
+    assert prior[1, normal] == prior[0, normal] and prior[1, lafb] == prior[0, lafb]
+    assert prior[0, irbbb] < -1.5 and prior[1, irbbb] > -0.2
     assert prior[0, avb] < -2 and prior[1, avb] > -0.1  # PR 160 is no first-degree AV block
     assert prior[0, pvc] < -2 and prior[2, pvc] > -0.1  # premature beats, with a narrow median QRS
     assert prior[1, sinus] == prior[0, sinus]  # a long PR does not count against sinus rhythm

@@ -18,7 +18,8 @@ variation under ``REGULAR_BELOW``, "irregularly irregular" one above it, soft ov
 ``IRREGULARITY_MARGIN``; "irregular" (premature or escape beats, sinus arrhythmia) asks for at
 least one premature beat in the window, soft over ``PREMATURE_MARGIN`` beats. PR and QRS
 bounds are soft over ``PR_MARGIN_MS`` and ``QRS_MARGIN_MS``; only PR bounds beyond the normal
-range ``NORMAL_PR_MS`` (a long or a short PR) are checked, and likewise only
+range ``NORMAL_PR_MS`` (a long or a short PR) are checked, only QRS bounds beyond
+``NORMAL_QRS_MS`` (a wide QRS), and likewise only
 ``qt_interval.qtc_ms`` bounds beyond ``NORMAL_QTC_MS`` (Bazett's QTc from the QRS onset to the
 T wave's end on the median beat), soft over ``QTC_MARGIN_MS``. Axis bounds are soft over
 ``AXIS_MARGIN_DEG`` on the circle: a measured -165 degrees lies 15 degrees past a bound of
@@ -88,6 +89,12 @@ PREMATURE_MARGIN = 0.25
 # 100 Hz samples are 10 ms apart and onsets and offsets each carry about one sample of error;
 # the PR interval's P onset is flatter and less sure than a QRS edge.
 QRS_MARGIN_MS = 15.0
+# Likewise only QRS bounds beyond the normal range (a wide QRS, >= 110 ms) are checked: a stated
+# narrow QRS describes a diagnosis with normal intraventricular conduction (an isolated
+# fascicular block, a junctional rhythm, a normal ECG), which a coexisting bundle branch block
+# widens without contradicting it. Chosen on the validation split (seeds 0-2): seen labels
+# 0.892 -> 0.896 on every seed (left fascicular block recovers), held out unchanged.
+NORMAL_QRS_MS = (60.0, 110.0)
 PR_MARGIN_MS = 20.0
 # The adult normal PR interval. A record stating it (sinus rhythm, normal ECG) assumes normal AV
 # conduction rather than defining itself by it, and sinus rhythm goes on with a first-degree AV
@@ -266,9 +273,10 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
             out["PR interval"] = _Check(log_pr, stated, m.pr, "{:.0f} ms")
     qrs_complex = morphology.qrs_complex if morphology is not None else None
     if qrs_complex is not None and qrs_complex.duration_ms and regularity not in _ECTOPIC:
-        log = _within(m.qrs, qrs_complex.duration_ms, QRS_MARGIN_MS)
-        stated = qrs_complex.duration_ms.describe("ms")
-        out["QRS duration"] = _Check(log, stated, m.qrs, "{:.0f} ms")
+        log_qrs = _beyond_normal(m.qrs, qrs_complex.duration_ms, NORMAL_QRS_MS, QRS_MARGIN_MS)
+        if log_qrs is not None:
+            stated = qrs_complex.duration_ms.describe("ms")
+            out["QRS duration"] = _Check(log_qrs, stated, m.qrs, "{:.0f} ms")
     qt = morphology.qt_interval if morphology is not None else None
     if qt is not None and qt.qtc_ms is not None:
         log_qtc = _beyond_normal(m.qtc, qt.qtc_ms, NORMAL_QTC_MS, QTC_MARGIN_MS)
