@@ -134,6 +134,18 @@ def test_ptbxl_diagnostic_groups(pack: CuratedPack) -> None:
     assert record(pack, "LPFB").name == "left posterior fascicular block"
 
 
+def assert_views_leave_out(pack: CuratedPack, field: str, empty: object) -> None:
+    """No view renders the morphology ``field`` (emptied to ``empty``), so the label vectors of
+    trained checkpoints stay valid when the pack gains it."""
+    for r in pack.records:
+        if r.morphology is not None and getattr(r.morphology, field):
+            bare = r.morphology.model_copy(update={field: empty})
+            for view in ("full", "morphology", "summary", "rhythm", "name"):
+                assert render_view(r, view) == render_view(
+                    r.model_copy(update={"morphology": bare}), view
+                )
+
+
 def test_axis_ranges_where_the_criteria_define_the_axis(pack: CuratedPack) -> None:
     def axis(name: str) -> tuple[float | None, float | None] | None:
         found = record(pack, name).morphology
@@ -151,14 +163,7 @@ def test_axis_ranges_where_the_criteria_define_the_axis(pack: CuratedPack) -> No
     # importing this pack over an older one versions only the records that gained an axis
     afib = record(pack, "atrial fibrillation").model_dump(mode="json")
     assert afib["morphology"] is not None and "qrs_axis_deg" not in afib["morphology"]
-    # the views do not show the axis: the label vectors of trained checkpoints stay valid
-    for r in pack.records:
-        if r.morphology is not None and r.morphology.qrs_axis_deg is not None:
-            bare = r.morphology.model_copy(update={"qrs_axis_deg": None})
-            for view in ("full", "morphology", "summary", "rhythm", "name"):
-                assert render_view(r, view) == render_view(
-                    r.model_copy(update={"morphology": bare}), view
-                )
+    assert_views_leave_out(pack, "qrs_axis_deg", None)
 
 
 def test_voltage_criteria_where_the_criteria_state_millivolt_limits(pack: CuratedPack) -> None:
@@ -178,14 +183,7 @@ def test_voltage_criteria_where_the_criteria_state_millivolt_limits(pack: Curate
     # criteria that mix voltage with other signs are not reduced to their voltage part
     for name in ("hypertrophy", "left atrial abnormality", "SEHYP", "normal ECG"):
         assert criteria(name) == {}, name
-    # the views do not show them: the label vectors of trained checkpoints stay valid
-    for r in pack.records:
-        if r.morphology is not None and r.morphology.voltage_criteria:
-            bare = r.morphology.model_copy(update={"voltage_criteria": []})
-            for view in ("full", "morphology", "summary", "rhythm", "name"):
-                assert render_view(r, view) == render_view(
-                    r.model_copy(update={"morphology": bare}), view
-                )
+    assert_views_leave_out(pack, "voltage_criteria", [])
 
 
 def test_pathological_q_leads_where_the_criteria_are_q_waves(pack: CuratedPack) -> None:
@@ -200,13 +198,7 @@ def test_pathological_q_leads_where_the_criteria_are_q_waves(pack: CuratedPack) 
     # hypertrophy (narrow, non-pathological Q waves) state none
     for name in ("acute myocardial infarction", "PMI", "SEHYP", "myocardial infarction"):
         assert q_leads(name) == [], name
-    for r in pack.records:
-        if r.morphology is not None and r.morphology.pathological_q_leads:
-            bare = r.morphology.model_copy(update={"pathological_q_leads": []})
-            for view in ("full", "morphology", "summary", "rhythm", "name"):
-                assert render_view(r, view) == render_view(
-                    r.model_copy(update={"morphology": bare}), view
-                )
+    assert_views_leave_out(pack, "pathological_q_leads", [])
 
 
 def test_reimport_writes_nothing_and_a_newer_pack_versions_only_what_changed(
