@@ -1,7 +1,7 @@
 """What the median beat of a preprocessed 12-lead window shows: QRS duration, PR interval,
-frontal QRS axis, QT interval, P-wave strength, per lead the T-wave polarity and ST level,
-and, when each lead's millivolts per unit are known, per lead the R, S, QRS and P amplitudes
-in mV.
+frontal QRS axis, QT interval, P-wave strength, per lead the T-wave polarity and size, the ST
+level and pathological Q waves (`pathological_q`), and, when each lead's millivolts per unit
+are known, per lead the R, S, QRS and P amplitudes in mV.
 
 The beats (`encoders.ecg.rhythm.detect_beats`) are cut out around each detected QRS, aligned
 on their QRS by cross-correlation and averaged with a median per lead, which keeps the dominant
@@ -67,6 +67,7 @@ _P_LEVEL = 0.2
 _P_GAP_S = 0.02  # the P peak lies at least this far before the QRS onset
 _P_AFTER_T = 0.6  # of the RR interval: the previous beat's T wave ends by then
 _P_SNR = 3.0  # a P wave 3 standard errors above the median beat's scatter is no chance bump
+_P_HALF_S = 0.04  # the P wave's peak lies within 40 ms of the multi-lead deviation's peak
 _P_RISE_S = 0.12  # P onset to peak: within a P wave's ~120 ms (longer with atrial enlargement)
 _T_POST_S = 0.5  # the T wave ends within a QT of ~450 ms after QRS onset at rates above 50 bpm
 _ST_AFTER_J_S = 0.06  # the ST level is read 60 ms after the QRS end (the J point)
@@ -85,9 +86,6 @@ _Q_NOISE = 0.05  # deflections under 5% of the QRS peak to peak are not a wave
 # |R - S| under a tenth of R + S (R/S between 0.82 and 1.22): an equiphasic lead, whose sign
 # the median beat's noise could flip.
 _EQUIPHASIC = 0.1
-
-
-_P_HALF_S = 0.04  # the P wave's peak lies within 40 ms of the multi-lead deviation's peak
 
 
 @dataclass(frozen=True)

@@ -89,17 +89,17 @@ PREMATURE_MARGIN = 0.25
 # 100 Hz samples are 10 ms apart and onsets and offsets each carry about one sample of error;
 # the PR interval's P onset is flatter and less sure than a QRS edge.
 QRS_MARGIN_MS = 15.0
+PR_MARGIN_MS = 20.0
+# The adult normal PR interval. A record stating it (sinus rhythm, normal ECG) assumes normal AV
+# conduction rather than defining itself by it, and sinus rhythm goes on with a first-degree AV
+# block, so only bounds beyond it (a long PR >= 200, a short one <= 120) are checked.
+NORMAL_PR_MS = (120.0, 200.0)
 # Likewise only QRS bounds beyond the normal range (a wide QRS, >= 110 ms) are checked: a stated
 # narrow QRS describes a diagnosis with normal intraventricular conduction (an isolated
 # fascicular block, a junctional rhythm, a normal ECG), which a coexisting bundle branch block
 # widens without contradicting it. Chosen on the validation split (seeds 0-2): seen labels
 # 0.892 -> 0.896 on every seed (left fascicular block recovers), held out unchanged.
 NORMAL_QRS_MS = (60.0, 110.0)
-PR_MARGIN_MS = 20.0
-# The adult normal PR interval. A record stating it (sinus rhythm, normal ECG) assumes normal AV
-# conduction rather than defining itself by it, and sinus rhythm goes on with a first-degree AV
-# block, so only bounds beyond it (a long PR >= 200, a short one <= 120) are checked.
-NORMAL_PR_MS = (120.0, 200.0)
 # Bazett's QTc: a long QTc is 440 ms or more (450 in men, 460 in women), a short one 390 ms or
 # less (`knowledge.consistency`); only such bounds are checked, not a normal record's "<= 460".
 # The T wave's end is the least sure point of the beat, two or three 10 ms samples.
