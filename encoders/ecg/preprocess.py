@@ -159,41 +159,35 @@ class Preprocessing:
         self, ecg: PreprocessedECG, rng: np.random.Generator | None = None
     ) -> PreprocessedECG:
         """Stage 2: crop to the window, normalise each lead, zero-pad; (12, n_samples) float32."""
+        return self.scaled_window(ecg, rng)[0]
+
+    def scaled_window(
+        self, ecg: PreprocessedECG, rng: np.random.Generator | None = None
+    ) -> tuple[PreprocessedECG, np.ndarray]:
+        """`window`, and (12,) what one unit of each of its leads is in the record's own units:
+        the divisor of the normalisation, 1 without one."""
+        x = ecg.x
         n = self.n_samples
-        x = self._cropped(ecg.x, rng).astype(np.float32, copy=True)
+        if x.shape[-1] > n:
+            start = self._crop_start(x.shape[-1] - n, rng)
+            x = x[:, start : start + n]
+        x = x.astype(np.float32, copy=True)
+        scale = np.ones((len(x), 1), dtype=np.float32)
         if self.normalize != "none":
             x = x - x.mean(axis=-1, keepdims=True)
-            x = x / self._divisor(x, ecg.lead_mask)
+            std = x.std(axis=-1, keepdims=True)
+            if self.normalize == "record":
+                present = std[ecg.lead_mask]
+                std = np.full_like(std, np.median(present) if present.size else 1.0)
+            scale = np.maximum(std, self.eps)
+            x = x / scale
         x[~ecg.lead_mask] = 0.0
         if x.shape[-1] < n:
             x = np.pad(x, ((0, 0), (0, n - x.shape[-1])))
-        return PreprocessedECG(
+        window = PreprocessedECG(
             np.ascontiguousarray(x, dtype=np.float32), ecg.lead_mask, ecg.record_id
         )
-
-    def lead_scale(self, ecg: PreprocessedECG) -> np.ndarray:
-        """(12,) what one unit of each lead of `window` (``ecg``, cropped without ``rng``) is
-        in the record's own units: the divisor of the normalisation, 1 without one."""
-        if self.normalize == "none":
-            return np.ones(len(ecg.x))
-        x = self._cropped(ecg.x, None).astype(np.float32)
-        return self._divisor(x - x.mean(axis=-1, keepdims=True), ecg.lead_mask)[:, 0]
-
-    def _cropped(self, x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-        """``x`` cropped to the window when it is longer (see `window`)."""
-        n = self.n_samples
-        if x.shape[-1] <= n:
-            return x
-        start = self._crop_start(x.shape[-1] - n, rng)
-        return x[:, start : start + n]
-
-    def _divisor(self, x: np.ndarray, lead_mask: np.ndarray) -> np.ndarray:
-        """(leads, 1) what `window` divides each centred lead of ``x`` by."""
-        std = x.std(axis=-1, keepdims=True)
-        if self.normalize == "record":
-            present = std[lead_mask]
-            std = np.full_like(std, np.median(present) if present.size else 1.0)
-        return np.maximum(std, self.eps)
+        return window, scale[:, 0]
 
     def _crop_start(self, slack: int, rng: np.random.Generator | None) -> int:
         if self.crop == "start":

@@ -115,6 +115,5 @@ def measure_prepared(
 ) -> RhythmMeasurement:
     """`measure_rhythm` of the window ``preprocessing`` makes of the prepared ``ecg``, with the
     wave amplitudes in mV when the record's ``units`` are millivolts (z-scored data has none)."""
-    window = preprocessing.window(ecg)
-    lead_mv = preprocessing.lead_scale(ecg) if units == "mV" else None
-    return measure_rhythm(window.x, preprocessing.fs, lead_mv)
+    window, scale = preprocessing.scaled_window(ecg)
+    return measure_rhythm(window.x, preprocessing.fs, scale if units == "mV" else None)
