@@ -213,8 +213,8 @@ def pathological_q(median: np.ndarray, onset: float, offset: float, fs: float) -
     peak to peak; it is pathological when it lasts ``_Q_WIDE_S`` from the QRS onset, or lasts
     ``_Q_DEEP_WIDE_S`` and is ``_Q_DEEP`` of the peak to peak deep, and a QRS that never rises
     (a QS complex) is one too."""
-    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
-    qrs = median[:, span] - _level_at(median, onset)[:, None]
+    span = _qrs_span(onset, offset)
+    qrs = _from_onset(median, onset, span)
     out = []
     for lead in qrs:
         ptp = float(np.ptp(lead))
@@ -238,14 +238,11 @@ def t_wave_size(
     """Per lead of ``median``: the T wave's largest deviation from the level at QRS ``onset``,
     between the fractional index ``start`` and index ``end``, over the lead's QRS peak to peak
     between ``onset`` and ``offset``; NaN for a flat lead."""
-    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
     t_span = np.arange(int(np.ceil(start)), min(end, median.shape[-1] - 1) + 1)
     if len(t_span) < 2:
         return ()
-    size = np.abs(median[:, t_span] - _level_at(median, onset)[:, None]).max(axis=-1)
-    ptp = np.ptp(median[:, span], axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return tuple(float(v) for v in np.where(ptp > 0, size / ptp, np.nan))
+    size = np.abs(_from_onset(median, onset, t_span)).max(axis=-1)
+    return _over_qrs(size, median, onset, offset)
 
 
 def _t_end(median: np.ndarray, onset: float, start: float, stop: int) -> float:
@@ -253,7 +250,7 @@ def _t_end(median: np.ndarray, onset: float, start: float, stop: int) -> float:
     by its RMS): on the leads' RMS deviation from the level at QRS ``onset``, the T wave peaks
     between ``start`` and ``stop``, and ends where the tangent at the steepest point of its fall
     meets the lowest level after it; NaN when that lies beyond ``stop`` (not seen)."""
-    deviation = np.sqrt(((median - _level_at(median, onset)[:, None]) ** 2).mean(axis=0))
+    deviation = np.sqrt((_from_onset(median, onset, slice(None)) ** 2).mean(axis=0))
     first = int(np.ceil(start))
     if stop - first < 3:
         return float("nan")
@@ -275,14 +272,13 @@ def wave_amplitudes(
     QRS's largest rise above its onset level), the S wave (its deepest fall below it, as a
     positive number), the QRS peak to peak, and the P wave (its largest rise above the QRS
     onset level within ``p_half`` samples of ``p_peak``; NaN where no P wave stands out)."""
-    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
-    base = _level_at(median, onset)[:, None]
-    qrs = median[:, span] - base
+    span = _qrs_span(onset, offset)
+    qrs = _from_onset(median, onset, span)
     p = np.full(len(median), np.nan)
     if np.isfinite(p_peak):
         around = np.arange(max(0, round(p_peak) - p_half), min(span[0], round(p_peak) + p_half + 1))
         if len(around):
-            p = np.maximum(median[:, around] - base, 0.0).max(axis=-1)
+            p = np.maximum(_from_onset(median, onset, around), 0.0).max(axis=-1)
     values = {
         "r_mv": np.maximum(qrs.max(axis=-1), 0.0),
         "s_mv": np.maximum(-qrs.min(axis=-1), 0.0),
@@ -298,14 +294,32 @@ def _level_at(median: np.ndarray, index: float) -> np.ndarray:
     return np.array([np.interp(index, grid, lead) for lead in median])
 
 
+def _qrs_span(onset: float, offset: float) -> np.ndarray:
+    """The sample indices within the QRS between the fractional ``onset`` and ``offset``."""
+    return np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
+
+
+def _from_onset(median: np.ndarray, onset: float, samples: np.ndarray | slice) -> np.ndarray:
+    """(leads, samples) each lead of ``median`` at ``samples``, from its level at QRS
+    ``onset``."""
+    return median[:, samples] - _level_at(median, onset)[:, None]
+
+
+def _over_qrs(
+    value: np.ndarray, median: np.ndarray, onset: float, offset: float
+) -> tuple[float, ...]:
+    """Per lead, ``value`` over the lead's QRS peak to peak in ``median``; NaN for a flat lead
+    (a ratio that per-lead z-scoring leaves as it was)."""
+    ptp = np.ptp(median[:, _qrs_span(onset, offset)], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tuple(float(v) for v in np.where(ptp > 0, value / ptp, np.nan))
+
+
 def st_deviation(median: np.ndarray, onset: float, offset: float, at: float) -> tuple[float, ...]:
     """Per lead of ``median``: the level at fractional index ``at`` from that at QRS ``onset``,
     over the lead's QRS peak-to-peak between ``onset`` and ``offset``; NaN for a flat lead."""
-    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
     shift = _level_at(median, at) - _level_at(median, onset)
-    ptp = np.ptp(median[:, span], axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return tuple(float(v) for v in np.where(ptp > 0, shift / ptp, np.nan))
+    return _over_qrs(shift, median, onset, offset)
 
 
 def t_wave_polarity(median: np.ndarray, onset: float, offset: float, end: int) -> tuple[float, ...]:
@@ -315,7 +329,7 @@ def t_wave_polarity(median: np.ndarray, onset: float, offset: float, end: int) -
     span = np.arange(int(np.ceil(offset)), min(end, median.shape[-1] - 1) + 1)
     if len(span) < 2:
         return ()
-    t = median[:, span] - _level_at(median, onset)[:, None]
+    t = _from_onset(median, onset, span)
     net, area = t.sum(axis=-1), np.abs(t).sum(axis=-1)
     flat = ~(np.abs(median).max(axis=-1) > 0)
     sign = np.where(np.abs(net) < _EQUIPHASIC * area, 0.0, np.sign(net))
@@ -328,8 +342,7 @@ def qrs_axis_deg(limb: np.ndarray, onset: float, offset: float) -> float:
     III, aVR, aVL, aVF); NaN when the signs do not settle it."""
     if limb.shape[0] != len(LIMB_LEAD_DEG):
         return float("nan")
-    span = np.arange(int(np.ceil(onset)), int(np.floor(offset)) + 1)
-    qrs = limb[:, span] - _level_at(limb, onset)[:, None]
+    qrs = _from_onset(limb, onset, _qrs_span(onset, offset))
     net, area = qrs.sum(axis=-1), np.abs(qrs).sum(axis=-1)
     votes = np.where(np.abs(net) < _EQUIPHASIC * area, 0.0, np.sign(net))
     expected = np.sign(np.cos(np.radians(_SECTOR_CENTRES_DEG[:, None] - LIMB_LEAD_DEG[None, :])))
