@@ -242,6 +242,10 @@ class VoltageCriterion(_Model):
         return v
 
 
+_ADDED_FIELDS = ("qrs_axis_deg", "voltage_criteria", "pathological_q_leads")
+"""`MorphologyFeatures` fields added after the pack's first records were hashed."""
+
+
 class MorphologyFeatures(_Model):
     """Features of each wave and segment."""
 
@@ -287,14 +291,14 @@ class MorphologyFeatures(_Model):
         return v
 
     @model_serializer(mode="wrap")
-    def _without_absent_axis(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        """Leave an absent axis, empty voltage criteria and Q-wave leads out, so records without
-        them keep the content hash they had before the fields existed (the knowledge base
-        versions a record on a new hash)."""
+    def _without_absent_additions(
+        self, handler: SerializerFunctionWrapHandler
+    ) -> dict[str, object]:
+        """Leave the fields added after schema 1's first records out while absent or empty, so
+        records without them keep the content hash they had before the fields existed (the
+        knowledge base versions a record on a new hash)."""
         data: dict[str, object] = handler(self)
-        if self.qrs_axis_deg is None:
-            data.pop("qrs_axis_deg", None)
-        for name in ("voltage_criteria", "pathological_q_leads"):
+        for name in _ADDED_FIELDS:
             if not getattr(self, name):
                 data.pop(name, None)
         return data
