@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from encoders.ecg import open_source
+from encoders.ecg.manifest import Manifest
 from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
 from encoders.inference.criteria import (
     CRITERIA_WEIGHT,
@@ -46,6 +47,8 @@ def test_rates_and_irregularity_of_real_rhythms(
     assert share("SCP:SR", lambda m: 50 < m.rate_bpm < 105) >= 0.9
     assert share("SCP:AFIB", lambda m: m.rr_irregularity > 0.08) >= 0.8
     assert share("SCP:SR", lambda m: m.rr_irregularity < 0.08) >= 0.9
+    assert share("SCP:AFIB", lambda m: m.rr_range_ms >= 120) >= 0.9
+    assert share("SCP:SR", lambda m: m.rr_range_ms < 120) >= 0.7
 
 
 def test_a_flat_or_too_short_window_measures_nothing() -> None:
@@ -146,6 +149,7 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
         "BBB": train.index[(train["sub_class:CLBBB"] == 1) | (train["sub_class:CRBBB"] == 1)],
         "LPR": train.index[train["form:LPR"] == 1],
         "premature": train.index[(train["form:PAC"] == 1) | (train["form:PVC"] == 1)],
+        "SARRH": train.index[train["rhythm:SARRH"] == 1],
         "fascicular": train.index[train["sub_class:LAFB/LPFB"] == 1],
         "LNGQT": train.index[train["form:LNGQT"] == 1],
         "IMI": train.index[train["sub_class:IMI"] == 1],
@@ -165,6 +169,9 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
     assert auroc("BBB", "qrs_ms") > 0.95
     assert auroc("LPR", "pr_ms") > 0.9
     assert auroc("premature", "premature_beats") > 0.9
+    # the RR range widens with premature beats and with sinus arrhythmia's gradual swings
+    assert auroc("premature", "rr_range_ms") > 0.9 and auroc("SARRH", "rr_range_ms") > 0.85
+    assert auroc("SARRH", "premature_beats") < auroc("SARRH", "rr_range_ms")
     # left fascicular blocks (mostly anterior) lie left of -30 degrees, normal ECGs do not
     assert 1 - auroc("fascicular", "qrs_axis_deg") > 0.85
 
@@ -202,17 +209,20 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
         "sinus rhythm",  # PR 120-200, not checked
         "left anterior fascicular block",  # QRS < 120 when isolated; with a RBBB it is wide
         "incomplete right bundle branch block",  # QRS 110-119: only the lower bound checked
+        "sinus arrhythmia",  # irregular: RR intervals 120 ms or more apart, with no ectopy
     ]
-    rbbb, normal, avb, pvc, sinus, lafb, irbbb = range(len(names))
+    rbbb, normal, avb, pvc, sinus, lafb, irbbb, sarrh = range(len(names))
     records = _records(curated_kb, names)
     nan = math.nan
-    narrow = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0)
-    wide_long_pr = RhythmMeasurement(70.0, 0.02, 9, 0.0, 150.0, 260.0)
-    ectopic = RhythmMeasurement(70.0, 0.02, 9, 2.0, 90.0, 160.0)
+    narrow = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, rr_range_ms=40.0)
+    wide_long_pr = RhythmMeasurement(70.0, 0.02, 9, 0.0, 150.0, 260.0, rr_range_ms=40.0)
+    ectopic = RhythmMeasurement(70.0, 0.02, 9, 2.0, 90.0, 160.0, rr_range_ms=420.0)
     unknown = RhythmMeasurement(70.0, 0.02, 9, nan, nan, nan)
+    swinging = RhythmMeasurement(70.0, 0.04, 9, 0.0, 90.0, 160.0, rr_range_ms=250.0)
 
     prior = (
-        criteria_log_prior(records, [narrow, wide_long_pr, ectopic, unknown]) / CRITERIA_WEIGHT
+        criteria_log_prior(records, [narrow, wide_long_pr, ectopic, unknown, swinging])
+        / CRITERIA_WEIGHT
     )  # log-compatibility
 
     assert prior[0, rbbb] < -2 and prior[1, rbbb] > -0.2  # a narrow QRS is no bundle branch block
@@ -221,7 +231,8 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     assert prior[0, avb] < -2 and prior[1, avb] > -0.1  # PR 160 is no first-degree AV block
     assert prior[0, pvc] < -2 and prior[2, pvc] > -0.1  # premature beats, with a narrow median QRS
     assert prior[1, sinus] == prior[0, sinus]  # a long PR does not count against sinus rhythm
-    # nothing measured: the QRS, PR and premature-beat criteria leave the logit as it was
+    assert prior[4, sarrh] > -0.1 > -2 > prior[0, sarrh]  # gradual swings, no premature beat
+    # nothing measured: the QRS, PR and RR-range criteria leave the logit as it was
     assert prior[3, rbbb] == 0 and prior[3, pvc] == 0 and prior[3, avb] > -0.1
     assert (prior <= 0).all()
 
@@ -425,4 +436,5 @@ def _ptbxl_train(shared_data: Path) -> tuple[pd.DataFrame, np.ndarray]:
     folder = shared_data / "ptbxl_sample"  # the fixture skips where the shared data is absent
     labels = pd.read_csv(folder / "labels.csv")
     signals = np.load(folder / "signals_100hz.npy", mmap_mode="r", allow_pickle=False)
-    return labels[labels.split == "train"], signals
+    carved = Manifest.scan(f"ptbxl-array:{folder}").with_splits().table  # test carved out
+    return labels.loc[carved["index"][carved.split == "train"].astype(int)], signals

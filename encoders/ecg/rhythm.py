@@ -6,8 +6,10 @@ slope energy summed over the present leads (smoothed over 80 ms), at least 270 m
 (rates up to 220 bpm) and standing out from the window's own baseline of that energy. From
 the beats: the rate is 60 / median RR, and the irregularity the median absolute difference of
 successive RR intervals over the median RR (about 0.02 in sinus rhythm, 0.15-0.3 in atrial
-fibrillation). A premature beat comes after an RR interval shorter than ``PREMATURE_BELOW`` of
-the median and is followed by a longer one (the compensatory pause). QRS duration, PR
+fibrillation), and the RR range the longest RR interval less the shortest (premature or escape
+beats, pauses and sinus arrhythmia widen it). A premature beat comes after an RR interval
+shorter than ``PREMATURE_BELOW`` of the median and is followed by a longer one (the
+compensatory pause). QRS duration, PR
 interval, QT interval (and Bazett's QTc from it), the frontal QRS axis, the P wave's strength
 and the T wave's polarity and ST deviation per lead come from the median beat
 (`encoders.ecg.intervals`), and so do the wave amplitudes in mV for records in millivolts
@@ -53,6 +55,7 @@ class RhythmMeasurement:
     t_size: tuple[float, ...] = ()  # per standard lead, of its QRS peak-to-peak
     q_wave: tuple[float, ...] = ()  # per standard lead: 1 pathological Q wave or QS, 0 none
     qtc_ms: float = float("nan")  # Bazett: QT over the square root of the median RR (s)
+    rr_range_ms: float = float("nan")  # the longest RR interval less the shortest
 
     def per_lead(self, name: str) -> tuple[float, ...]:
         """The per-lead measure ``name`` (``t_polarity``, ``st_deviation``, ``t_size``,
@@ -107,6 +110,7 @@ def measure_rhythm(
         float(premature_beats(rr)),
         **asdict(intervals),
         qtc_ms=intervals.qt_ms / np.sqrt(median),
+        rr_range_ms=1000.0 * float(np.ptp(rr)),
     )
 
 

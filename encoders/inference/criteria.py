@@ -6,7 +6,7 @@ A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close togethe
 vectors alone cannot tell sinus tachycardia from sinus bradycardia, nor "-30 to -90 degrees"
 from "+90 to +180 degrees". The structured knowledge can: its ``rhythm.rate_bpm`` range,
 ``rhythm.regularity``, ``rhythm.pr_interval_ms``, ``morphology.qrs_complex.duration_ms`` and
-``morphology.qrs_axis_deg`` are checked against the rate, RR irregularity, premature beats, PR
+``morphology.qrs_axis_deg`` are checked against the rate, RR irregularity and range, PR
 interval, QRS duration and frontal QRS axis measured from the signal (`encoders.ecg.rhythm`),
 and the log-compatibility, times ``CRITERIA_WEIGHT``, is added to the logit. A label whose
 record states none of them, or a recording where one cannot be measured, is left as the model
@@ -15,8 +15,9 @@ scored it for that criterion.
 The margins are physiological or set by the 100 Hz resolution, fixed in advance and never
 fitted to data: rate bounds are soft over ``RATE_MARGIN_BPM``; "regular" means a successive-RR
 variation under ``REGULAR_BELOW``, "irregularly irregular" one above it, soft over
-``IRREGULARITY_MARGIN``; "irregular" (premature or escape beats, sinus arrhythmia) asks for at
-least one premature beat in the window, soft over ``PREMATURE_MARGIN`` beats. PR and QRS
+``IRREGULARITY_MARGIN``; "irregular" (premature or escape beats, pauses, sinus arrhythmia)
+asks for RR intervals whose longest and shortest differ by ``IRREGULAR_RANGE_MS``, soft over
+``RR_RANGE_MARGIN_MS``. PR and QRS
 bounds are soft over ``PR_MARGIN_MS`` and ``QRS_MARGIN_MS``; only PR bounds beyond the normal
 range ``NORMAL_PR_MS`` (a long or a short PR) are checked, only QRS bounds beyond
 ``NORMAL_QRS_MS`` (a wide QRS), and likewise only
@@ -83,9 +84,13 @@ CRITERIA_WEIGHT = 2.0
 RATE_MARGIN_BPM = 5.0
 REGULAR_BELOW = 0.08
 IRREGULARITY_MARGIN = 0.02
-# Premature beats are counted, so "at least one" sits at 0.5; with a quarter-beat margin a
-# window without any costs log(sigmoid(-2)) ~ -2.1, as much as a rate 10 bpm out of range.
-PREMATURE_MARGIN = 0.25
+# An irregular rhythm's RR intervals differ by more than 120 ms, longest to shortest (sinus
+# arrhythmia's textbook limit; a premature beat, a pause or an escape beat differs by more),
+# each beat placed to within a 10 ms sample. Chosen over counting premature beats on the PTB-XL
+# sample's train split (test carved out): AUROC of the check for SARRH 0.876 against 0.717,
+# PVC 0.948 against 0.928, PAC 0.929 against 0.919; escapes and pauses are never premature.
+IRREGULAR_RANGE_MS = 120.0
+RR_RANGE_MARGIN_MS = 20.0
 # 100 Hz samples are 10 ms apart and onsets and offsets each carry about one sample of error;
 # the PR interval's P onset is flatter and less sure than a QRS edge.
 QRS_MARGIN_MS = 15.0
@@ -206,7 +211,7 @@ class _Columns:
 
     rate: np.ndarray
     irregularity: np.ndarray
-    premature: np.ndarray
+    rr_range: np.ndarray
     qrs: np.ndarray
     pr: np.ndarray
     qtc: np.ndarray
@@ -227,7 +232,7 @@ class _Columns:
         return cls(
             rate=column("rate_bpm"),
             irregularity=column("rr_irregularity"),
-            premature=column("premature_beats"),
+            rr_range=column("rr_range_ms"),
             qrs=column("qrs_ms"),
             pr=column("pr_ms"),
             qtc=column("qtc_ms"),
@@ -264,8 +269,8 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
         log = _log_sigmoid((m.irregularity - REGULAR_BELOW) / IRREGULARITY_MARGIN)
         out["regularity"] = _Check(log, regularity, m.irregularity, _RR_VARIATION)
     elif regularity == "irregular":
-        log = _log_sigmoid((m.premature - 0.5) / PREMATURE_MARGIN)
-        out["regularity"] = _Check(log, regularity, m.premature, "{:.0f} premature beats")
+        log = _log_sigmoid((m.rr_range - IRREGULAR_RANGE_MS) / RR_RANGE_MARGIN_MS)
+        out["regularity"] = _Check(log, regularity, m.rr_range, "RR range {:.0f} ms")
     if rhythm is not None and rhythm.pr_interval_ms is not None:
         log_pr = _beyond_normal(m.pr, rhythm.pr_interval_ms, NORMAL_PR_MS, PR_MARGIN_MS)
         if log_pr is not None:
