@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -42,6 +42,25 @@ Text = Annotated[str, Field(min_length=3), AfterValidator(str.strip)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+class _GrowingModel(_Model):
+    """A model with fields added after the pack's first records were hashed (``added``)."""
+
+    added: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_absent_additions(
+        self, handler: SerializerFunctionWrapHandler
+    ) -> dict[str, object]:
+        """Leave the added fields out while absent or empty, so records without them keep the
+        content hash they had before the fields existed (the knowledge base versions a record on
+        a new hash)."""
+        data: dict[str, object] = handler(self)
+        for name in self.added:
+            if not getattr(self, name):
+                data.pop(name, None)
+        return data
 
 
 class Category(StrEnum):
@@ -146,9 +165,10 @@ class PWaves(_Model):
         return self
 
 
-class RhythmFeatures(_Model):
+class RhythmFeatures(_GrowingModel):
     """Rate, regularity and atrial activity."""
 
+    added = ("rr_range_ms",)
     rate_bpm: ValueRange | None = Field(None, description="ventricular rate, beats per minute")
     atrial_rate_bpm: ValueRange | None = Field(None, description="atrial rate, per minute")
     regularity: Regularity | None = None
@@ -156,6 +176,12 @@ class RhythmFeatures(_Model):
     pr_interval_ms: ValueRange | None = Field(None, description="PR interval, milliseconds")
     atrial_activity: Text | None = Field(None, description="e.g. flutter waves, f waves")
     onset_termination: Text | None = Field(None, description="how it starts and stops")
+    rr_range_ms: ValueRange | None = Field(
+        None,
+        description="longest less shortest RR (P-P) interval of the underlying rhythm, premature "
+        "beats and their pauses left out, milliseconds; only when the criteria state one, e.g. "
+        "sinus arrhythmia >= 120",
+    )
 
     @field_validator("rate_bpm")
     @classmethod
@@ -173,6 +199,12 @@ class RhythmFeatures(_Model):
     @classmethod
     def _pr(cls, v: ValueRange | None) -> ValueRange | None:
         _check_bounds(v, 50, 800, "PR interval", "ms")
+        return v
+
+    @field_validator("rr_range_ms")
+    @classmethod
+    def _rr_range(cls, v: ValueRange | None) -> ValueRange | None:
+        _check_bounds(v, 0, 3000, "RR range", "ms")
         return v
 
     @model_validator(mode="after")
@@ -242,13 +274,10 @@ class VoltageCriterion(_Model):
         return v
 
 
-_ADDED_FIELDS = ("qrs_axis_deg", "voltage_criteria", "pathological_q_leads")
-"""`MorphologyFeatures` fields added after the pack's first records were hashed."""
-
-
-class MorphologyFeatures(_Model):
+class MorphologyFeatures(_GrowingModel):
     """Features of each wave and segment."""
 
+    added = ("qrs_axis_deg", "voltage_criteria", "pathological_q_leads")
     p_wave: WaveFinding | None = None
     qrs_complex: WaveFinding | None = None
     st_segment: WaveFinding | None = None
@@ -289,19 +318,6 @@ class MorphologyFeatures(_Model):
     def _axis(cls, v: ValueRange | None) -> ValueRange | None:
         _check_bounds(v, -180, 180, "QRS axis", "degrees")
         return v
-
-    @model_serializer(mode="wrap")
-    def _without_absent_additions(
-        self, handler: SerializerFunctionWrapHandler
-    ) -> dict[str, object]:
-        """Leave the fields added after schema 1's first records out while absent or empty, so
-        records without them keep the content hash they had before the fields existed (the
-        knowledge base versions a record on a new hash)."""
-        data: dict[str, object] = handler(self)
-        for name in _ADDED_FIELDS:
-            if not getattr(self, name):
-                data.pop(name, None)
-        return data
 
     def findings(self) -> dict[str, WaveFinding | QtFinding]:
         """The wave, segment and QT findings that are present, by field name (not the axis)."""

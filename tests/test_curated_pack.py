@@ -134,16 +134,17 @@ def test_ptbxl_diagnostic_groups(pack: CuratedPack) -> None:
     assert record(pack, "LPFB").name == "left posterior fascicular block"
 
 
-def assert_views_leave_out(pack: CuratedPack, field: str, empty: object) -> None:
-    """No view renders the morphology ``field`` (emptied to ``empty``), so the label vectors of
-    trained checkpoints stay valid when the pack gains it."""
+def assert_views_leave_out(
+    pack: CuratedPack, field: str, empty: object, part: str = "morphology"
+) -> None:
+    """No view renders the ``part`` (morphology or rhythm) ``field`` (emptied to ``empty``), so
+    the label vectors of trained checkpoints stay valid when the pack gains it."""
     for r in pack.records:
-        if r.morphology is not None and getattr(r.morphology, field):
-            bare = r.morphology.model_copy(update={field: empty})
+        features = getattr(r, part)
+        if features is not None and getattr(features, field):
+            bare = features.model_copy(update={field: empty})
             for view in ("full", "morphology", "summary", "rhythm", "name"):
-                assert render_view(r, view) == render_view(
-                    r.model_copy(update={"morphology": bare}), view
-                )
+                assert render_view(r, view) == render_view(r.model_copy(update={part: bare}), view)
 
 
 def test_axis_ranges_where_the_criteria_define_the_axis(pack: CuratedPack) -> None:
@@ -199,6 +200,21 @@ def test_pathological_q_leads_where_the_criteria_are_q_waves(pack: CuratedPack) 
     for name in ("acute myocardial infarction", "PMI", "SEHYP", "myocardial infarction"):
         assert q_leads(name) == [], name
     assert_views_leave_out(pack, "pathological_q_leads", [])
+
+
+def test_rr_ranges_where_the_criteria_bound_the_p_p_intervals(pack: CuratedPack) -> None:
+    def rr_range(name: str) -> tuple[float | None, float | None] | None:
+        found = record(pack, name).rhythm
+        rng = found.rr_range_ms if found is not None else None
+        return (rng.min, rng.max) if rng is not None else None
+
+    assert rr_range("sinus rhythm") == (None, 160) and rr_range("SARRH") == (120, None)
+    # a normal ECG allows mild respiratory sinus arrhythmia; other rhythms state no range
+    for name in ("normal ECG", "sinus tachycardia", "PVC", "atrial fibrillation"):
+        assert rr_range(name) is None, name
+    afib = record(pack, "atrial fibrillation").model_dump(mode="json")
+    assert afib["rhythm"] is not None and "rr_range_ms" not in afib["rhythm"]
+    assert_views_leave_out(pack, "rr_range_ms", None, part="rhythm")
 
 
 def test_reimport_writes_nothing_and_a_newer_pack_versions_only_what_changed(

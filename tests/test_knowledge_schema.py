@@ -48,6 +48,15 @@ def test_pr_of_2000_ms_is_rejected() -> None:
     assert "rhythm.pr_interval_ms" in message and "2000 ms" in message
 
 
+def test_an_rr_range_beyond_three_seconds_is_rejected() -> None:
+    data = base()
+    data["rhythm"]["rr_range_ms"] = {"min": 120}
+    assert DiagnosisKnowledge.model_validate(data).rhythm.rr_range_ms.min == 120  # type: ignore[union-attr]
+    data["rhythm"]["rr_range_ms"] = {"min": 120, "max": 5000}
+    message = errors_of(data)
+    assert "rhythm.rr_range_ms" in message and "5000 ms" in message
+
+
 def test_qrs_axis_outside_the_circle_is_rejected() -> None:
     data = base()
     data["morphology"]["qrs_axis_deg"] = {"min": -90, "max": -30}

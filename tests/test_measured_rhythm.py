@@ -13,7 +13,7 @@ import pytest
 
 from encoders.ecg import open_source
 from encoders.ecg.manifest import Manifest
-from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm
+from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm, steady_rr_range
 from encoders.inference.criteria import (
     CRITERIA_WEIGHT,
     criteria_log_prior,
@@ -49,6 +49,16 @@ def test_rates_and_irregularity_of_real_rhythms(
     assert share("SCP:SR", lambda m: m.rr_irregularity < 0.08) >= 0.9
     assert share("SCP:AFIB", lambda m: m.rr_range_ms >= 120) >= 0.9
     assert share("SCP:SR", lambda m: m.rr_range_ms < 120) >= 0.7
+
+
+def test_the_steady_rr_range_leaves_premature_beats_and_their_pauses_out() -> None:
+    sinus = np.array([0.80, 0.82, 0.81, 0.80, 0.83, 0.81, 0.80])
+    ectopic = np.array([0.80, 0.82, 0.50, 1.12, 0.81, 0.80, 0.83])  # early beat, then a pause
+    swinging = np.array([0.70, 0.78, 0.88, 0.95, 0.86, 0.76, 0.70])  # breathing, no jump
+    assert steady_rr_range(sinus) == pytest.approx(0.03)
+    assert np.ptp(ectopic) > 0.6 and steady_rr_range(ectopic) == pytest.approx(0.03)
+    assert steady_rr_range(swinging) == pytest.approx(0.25)
+    assert math.isnan(steady_rr_range(np.array([0.8, 0.5, 1.1])))  # nothing steady is left
 
 
 def test_a_flat_or_too_short_window_measures_nothing() -> None:
@@ -209,16 +219,21 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
         "sinus rhythm",  # PR 120-200, not checked
         "left anterior fascicular block",  # QRS < 120 when isolated; with a RBBB it is wide
         "incomplete right bundle branch block",  # QRS 110-119: only the lower bound checked
-        "sinus arrhythmia",  # irregular: RR intervals 120 ms or more apart, with no ectopy
+        "sinus arrhythmia",  # irregular, P-P intervals 120 ms or more apart
     ]
     rbbb, normal, avb, pvc, sinus, lafb, irbbb, sarrh = range(len(names))
     records = _records(curated_kb, names)
     nan = math.nan
-    narrow = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, rr_range_ms=40.0)
-    wide_long_pr = RhythmMeasurement(70.0, 0.02, 9, 0.0, 150.0, 260.0, rr_range_ms=40.0)
-    ectopic = RhythmMeasurement(70.0, 0.02, 9, 2.0, 90.0, 160.0, rr_range_ms=420.0)
+    steady = {"rr_range_ms": 40.0, "steady_rr_range_ms": 40.0}
+    narrow = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, **steady)
+    wide_long_pr = RhythmMeasurement(70.0, 0.02, 9, 0.0, 150.0, 260.0, **steady)
+    ectopic = RhythmMeasurement(
+        70.0, 0.02, 9, 2.0, 90.0, 160.0, rr_range_ms=420.0, steady_rr_range_ms=40.0
+    )
     unknown = RhythmMeasurement(70.0, 0.02, 9, nan, nan, nan)
-    swinging = RhythmMeasurement(70.0, 0.04, 9, 0.0, 90.0, 160.0, rr_range_ms=250.0)
+    swinging = RhythmMeasurement(
+        70.0, 0.04, 9, 0.0, 90.0, 160.0, rr_range_ms=250.0, steady_rr_range_ms=250.0
+    )
 
     prior = (
         criteria_log_prior(records, [narrow, wide_long_pr, ectopic, unknown, swinging])
@@ -232,6 +247,9 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     assert prior[0, pvc] < -2 and prior[2, pvc] > -0.1  # premature beats, with a narrow median QRS
     assert prior[1, sinus] == prior[0, sinus]  # a long PR does not count against sinus rhythm
     assert prior[4, sarrh] > -0.1 > -2 > prior[0, sarrh]  # gradual swings, no premature beat
+    assert prior[2, sarrh] < -2  # premature beats alone are no sinus arrhythmia
+    # sinus rhythm goes on around premature beats, but its P-P intervals stay within 160 ms
+    assert prior[2, sinus] == prior[0, sinus] > -1 > -2 > prior[4, sinus]
     # nothing measured: the QRS, PR and RR-range criteria leave the logit as it was
     assert prior[3, rbbb] == 0 and prior[3, pvc] == 0 and prior[3, avb] > -0.1
     assert (prior <= 0).all()

@@ -56,6 +56,7 @@ class RhythmMeasurement:
     q_wave: tuple[float, ...] = ()  # per standard lead: 1 pathological Q wave or QS, 0 none
     qtc_ms: float = float("nan")  # Bazett: QT over the square root of the median RR (s)
     rr_range_ms: float = float("nan")  # the longest RR interval less the shortest
+    steady_rr_range_ms: float = float("nan")  # the same without premature beats and pauses
 
     def per_lead(self, name: str) -> tuple[float, ...]:
         """The per-lead measure ``name`` (``t_polarity``, ``st_deviation``, ``t_size``,
@@ -82,11 +83,27 @@ def detect_beats(x: np.ndarray, fs: float) -> np.ndarray:
     return peaks
 
 
+def _premature(rr: np.ndarray) -> np.ndarray:
+    """(len(rr) - 1,) whether the beat ending each RR interval but the last is premature: the
+    interval is under ``PREMATURE_BELOW`` of the median and the next one is longer."""
+    return (rr[:-1] < PREMATURE_BELOW * np.median(rr)) & (rr[1:] > rr[:-1])
+
+
 def premature_beats(rr: np.ndarray) -> int:
     """Beats ending an RR interval under ``PREMATURE_BELOW`` of the median and followed by a
     longer one."""
-    short = rr[:-1] < PREMATURE_BELOW * np.median(rr)
-    return int((short & (rr[1:] > rr[:-1])).sum())
+    return int(_premature(rr).sum())
+
+
+def steady_rr_range(rr: np.ndarray) -> float:
+    """The RR range (s) left without each premature beat's short interval and the pause after
+    it: how much the underlying rhythm itself varies; NaN when fewer than two intervals are left."""
+    premature = _premature(rr)
+    ectopic = np.zeros(len(rr), dtype=bool)
+    ectopic[:-1] |= premature
+    ectopic[1:] |= premature
+    steady = rr[~ectopic]
+    return float(np.ptp(steady)) if len(steady) >= 2 else float("nan")
 
 
 def measure_rhythm(
@@ -111,6 +128,7 @@ def measure_rhythm(
         **asdict(intervals),
         qtc_ms=intervals.qt_ms / np.sqrt(median),
         rr_range_ms=1000.0 * float(np.ptp(rr)),
+        steady_rr_range_ms=1000.0 * steady_rr_range(rr),
     )
 
 

@@ -17,7 +17,9 @@ fitted to data: rate bounds are soft over ``RATE_MARGIN_BPM``; "regular" means a
 variation under ``REGULAR_BELOW``, "irregularly irregular" one above it, soft over
 ``IRREGULARITY_MARGIN``; "irregular" (premature or escape beats, pauses, sinus arrhythmia)
 asks for RR intervals whose longest and shortest differ by ``IRREGULAR_RANGE_MS``, soft over
-``RR_RANGE_MARGIN_MS``. PR and QRS
+``RR_RANGE_MARGIN_MS``. ``rhythm.rr_range_ms`` bounds (sinus rhythm's P-P intervals within 160
+ms, sinus arrhythmia's 120 ms or more apart) are checked against the RR range of the underlying
+rhythm, premature beats and their pauses left out, soft over the same margin. PR and QRS
 bounds are soft over ``PR_MARGIN_MS`` and ``QRS_MARGIN_MS``; only PR bounds beyond the normal
 range ``NORMAL_PR_MS`` (a long or a short PR) are checked, only QRS bounds beyond
 ``NORMAL_QRS_MS`` (a wide QRS), and likewise only
@@ -135,6 +137,7 @@ VOLTAGE_MARGIN_MV = 0.05
 VOLTAGE_MARGIN_SHARE = 0.1
 _VOLTAGE_WAVES: tuple[str, ...] = get_args(VoltageWave)
 _RR_VARIATION = "successive-RR variation {:.2f}"
+_STEADY_RANGE = "RR range {:.0f} ms without premature beats"
 _P_STRENGTH = "a P wave {:.1f} standard errors above the beat-to-beat scatter"
 _SHARE = "{:.0%} of the listed leads measured"
 
@@ -212,6 +215,7 @@ class _Columns:
     rate: np.ndarray
     irregularity: np.ndarray
     rr_range: np.ndarray
+    steady_rr_range: np.ndarray
     qrs: np.ndarray
     pr: np.ndarray
     qtc: np.ndarray
@@ -233,6 +237,7 @@ class _Columns:
             rate=column("rate_bpm"),
             irregularity=column("rr_irregularity"),
             rr_range=column("rr_range_ms"),
+            steady_rr_range=column("steady_rr_range_ms"),
             qrs=column("qrs_ms"),
             pr=column("pr_ms"),
             qtc=column("qtc_ms"),
@@ -271,6 +276,10 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
     elif regularity == "irregular":
         log = _log_sigmoid((m.rr_range - IRREGULAR_RANGE_MS) / RR_RANGE_MARGIN_MS)
         out["regularity"] = _Check(log, regularity, m.rr_range, "RR range {:.0f} ms")
+    if rhythm is not None and rhythm.rr_range_ms is not None:
+        log = _within(m.steady_rr_range, rhythm.rr_range_ms, RR_RANGE_MARGIN_MS)
+        stated = rhythm.rr_range_ms.describe("ms")
+        out["RR range"] = _Check(log, stated, m.steady_rr_range, _STEADY_RANGE)
     if rhythm is not None and rhythm.pr_interval_ms is not None:
         log_pr = _beyond_normal(m.pr, rhythm.pr_interval_ms, NORMAL_PR_MS, PR_MARGIN_MS)
         if log_pr is not None:
