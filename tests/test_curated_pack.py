@@ -99,6 +99,9 @@ def test_facts_a_cardiologist_checks_first(pack: CuratedPack) -> None:
     af = record(pack, "atrial fibrillation")
     assert af.rhythm and af.rhythm.regularity == "irregularly irregular"
     assert af.rhythm.p_waves and af.rhythm.p_waves.presence == "absent"
+    # A fixed conduction ratio is regular, variable block irregular: no single number judges it.
+    flutter = record(pack, "atrial flutter")
+    assert flutter.rhythm and flutter.rhythm.regularity == "variable"
 
     lqt = record(pack, "prolonged QT interval")
     assert lqt.morphology and lqt.morphology.qt_interval and lqt.morphology.qt_interval.qtc_ms
