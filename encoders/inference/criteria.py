@@ -28,9 +28,10 @@ T wave's end on the median beat), soft over ``QTC_MARGIN_MS``. Axis bounds are s
 ``AXIS_MARGIN_DEG`` on the circle: a measured -165 degrees lies 15 degrees past a bound of
 +180. A QRS duration stated by a record whose rhythm is "irregular" or "regularly irregular"
 is that of its ectopic beats (a premature ventricular contraction is wide, the beats around it
-are not), which the median beat leaves out, so it is not checked. "Regularly irregular" and
-"variable" (group beating, bigeminy) are patterns no single number judges, and are not
-checked either.
+are not), which the median beat leaves out, so it is not checked. "Regularly irregular" (group
+beating, bigeminy) and "variable" (atrial flutter: regular with a fixed conduction ratio,
+irregular with variable block) are patterns no single number judges, and are not checked
+either.
 
 P waves stated "present" ask for a P wave standing out from the median beat's scatter (its
 ``p_snr``, `encoders.ecg.intervals`) by ``P_CLEAR_SNR`` standard errors, "absent" for none, soft
