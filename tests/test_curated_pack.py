@@ -108,6 +108,21 @@ def test_facts_a_cardiologist_checks_first(pack: CuratedPack) -> None:
     assert (lqt.morphology.qt_interval.qtc_ms.min or 0) >= 440
 
 
+def test_everyday_wordings_reach_their_records(pack: CuratedPack) -> None:
+    """Phrases a clinician types as a query find the record, not just its name's vector."""
+    expected = {
+        "Wolff-Parkinson-White": "Wolff-Parkinson-White pattern",
+        "pacemaker": "paced rhythm",
+        "ventricular pacing": "ventricular pacing pattern",
+        "STEMI": "acute ST segment elevation myocardial infarction",
+        "left atrial enlargement": "left atrial abnormality",
+        "ventricular premature beats": "premature ventricular contraction",
+        "nonspecific ST-T changes": "non-specific ST-T abnormality",
+    }
+    for query, name in expected.items():
+        assert record(pack, query).name == name, query
+
+
 def test_ptbxl_diagnostic_groups(pack: CuratedPack) -> None:
     sttc = record(pack, "STTC")
     assert sttc.name == "ST/T change" and record(pack, "ST-T change") is sttc
