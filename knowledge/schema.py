@@ -277,7 +277,7 @@ class VoltageCriterion(_Model):
 class MorphologyFeatures(_GrowingModel):
     """Features of each wave and segment."""
 
-    added = ("qrs_axis_deg", "voltage_criteria", "pathological_q_leads")
+    added = ("qrs_axis_deg", "voltage_criteria", "pathological_q_leads", "r_prime_leads")
     p_wave: WaveFinding | None = None
     qrs_complex: WaveFinding | None = None
     st_segment: WaveFinding | None = None
@@ -299,6 +299,11 @@ class MorphologyFeatures(_GrowingModel):
         default_factory=list,
         description="leads showing pathological Q waves (wide, or deep against the R wave, or QS "
         "complexes), for diagnoses defined by them, e.g. an old inferior infarction: II, III, aVF",
+    )
+    r_prime_leads: LeadList = Field(
+        default_factory=list,
+        description="leads whose QRS ends in an R' after the S wave (rsr', rsR', rSR' or qR), "
+        "for diagnoses defined by it, e.g. right bundle branch block: V1, V2 (either suffices)",
     )
 
     @field_validator(*_WAVE_BOUNDS)

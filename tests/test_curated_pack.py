@@ -220,6 +220,21 @@ def test_pathological_q_leads_where_the_criteria_are_q_waves(pack: CuratedPack) 
     assert_views_leave_out(pack, "pathological_q_leads", [])
 
 
+def test_r_prime_leads_where_the_criteria_are_an_rsr_prime(pack: CuratedPack) -> None:
+    def r_prime_leads(name: str) -> list[str]:
+        found = record(pack, name).morphology
+        return found.r_prime_leads if found is not None else []
+
+    assert r_prime_leads("CRBBB") == r_prime_leads("IRBBB") == ["V1", "V2"]
+    assert r_prime_leads("rSr' pattern in V1 lead") == ["V1"]
+    # either bundle branch block, and the Brugada pattern's pseudo-r', state none
+    for name in ("bundle branch block", "left bundle branch block", "Brugada pattern"):
+        assert r_prime_leads(name) == [], name
+    lbbb = record(pack, "left bundle branch block").model_dump(mode="json")
+    assert lbbb["morphology"] is not None and "r_prime_leads" not in lbbb["morphology"]
+    assert_views_leave_out(pack, "r_prime_leads", [])
+
+
 def test_rr_ranges_where_the_criteria_bound_the_p_p_intervals(pack: CuratedPack) -> None:
     def rr_range(name: str) -> tuple[float | None, float | None] | None:
         found = record(pack, name).rhythm

