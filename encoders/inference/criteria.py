@@ -1,6 +1,6 @@
 """Measured criteria: the knowledge record's rate, regularity, PR interval, QRS duration, QRS
-axis, QTc, P-wave presence, T-wave direction, ST depression, pathological Q waves and voltage
-criteria checked against the recording.
+axis, QTc, P-wave presence, T-wave direction, ST depression, pathological Q waves, R' waves and
+voltage criteria checked against the recording.
 
 A text encoder places "rate above 100 bpm" and "rate below 60 bpm" close together, so text
 vectors alone cannot tell sinus tachycardia from sinus bradycardia, nor "-30 to -90 degrees"
