@@ -47,6 +47,7 @@ wave stands out). On real records the QRS peak to peak is within a tenth of the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,23 +226,18 @@ def pathological_q(median: np.ndarray, onset: float, offset: float, fs: float) -
     peak to peak; it is pathological when it lasts ``_Q_WIDE_S`` from the QRS onset, or lasts
     ``_Q_DEEP_WIDE_S`` and is ``_Q_DEEP`` of the peak to peak deep, and a QRS that never rises
     (a QS complex) is one too."""
-    span = _qrs_span(onset, offset)
-    qrs = _from_onset(median, onset, span)
-    out = []
-    for lead in qrs:
-        ptp = float(np.ptp(lead))
-        if not ptp > 0:
-            out.append(float("nan"))
-            continue
+    first = int(_qrs_span(onset, offset)[0])
+
+    def judge(lead: np.ndarray, ptp: float) -> float:
         rises = np.flatnonzero(lead > _Q_NOISE * ptp)
         if not len(rises):
-            out.append(1.0)
-            continue
+            return 1.0
         depth = -float(lead[: rises[0]].min()) if rises[0] else 0.0
-        width_s = (span[0] + rises[0] - onset) / fs
+        width_s = (first + rises[0] - onset) / fs
         wide = width_s >= _Q_WIDE_S or (depth >= _Q_DEEP * ptp and width_s >= _Q_DEEP_WIDE_S)
-        out.append(float(depth > _Q_NOISE * ptp and wide))
-    return tuple(out)
+        return float(depth > _Q_NOISE * ptp and wide)
+
+    return _each_qrs_lead(median, onset, offset, judge)
 
 
 def terminal_r(median: np.ndarray, onset: float, offset: float) -> tuple[float, ...]:
@@ -249,15 +245,22 @@ def terminal_r(median: np.ndarray, onset: float, offset: float) -> tuple[float, 
     again after its lowest point to ``_R_PRIME`` of its peak to peak above the onset level (a
     terminal R' after the S wave: rsR', rSR' or qR), 0 where not, NaN for an absent or flat
     lead."""
-    qrs = _from_onset(median, onset, _qrs_span(onset, offset))
+
+    def judge(lead: np.ndarray, ptp: float) -> float:
+        return float(lead[int(np.argmin(lead)) :].max() >= _R_PRIME * ptp)
+
+    return _each_qrs_lead(median, onset, offset, judge)
+
+
+def _each_qrs_lead(
+    median: np.ndarray, onset: float, offset: float, judge: Callable[[np.ndarray, float], float]
+) -> tuple[float, ...]:
+    """``judge(qrs, peak_to_peak)`` of each lead's QRS in ``median``, from its level at the
+    ``onset``; NaN for an absent (NaN) or flat lead."""
     out = []
-    for lead in qrs:
+    for lead in _from_onset(median, onset, _qrs_span(onset, offset)):
         ptp = float(np.ptp(lead))
-        if not ptp > 0:
-            out.append(float("nan"))
-            continue
-        after_s = lead[int(np.argmin(lead)) :]
-        out.append(float(after_s.max() >= _R_PRIME * ptp))
+        out.append(judge(lead, ptp) if ptp > 0 else float("nan"))
     return tuple(out)
 
 
