@@ -297,10 +297,10 @@ def tidy(
 def measurement_table(
     record_ids: Sequence[str], measured: Sequence[RhythmMeasurement]
 ) -> pd.DataFrame:
-    """One row per recording: rate, RR irregularity, premature beats, QRS duration, PR
-    interval, QRS axis, P-wave strength, QT and QTc, and per lead the T-wave polarity and size,
-    ST level, pathological Q wave and the R, S, QRS and P amplitudes in mV (NaN for records not
-    in millivolts)."""
+    """One row per recording: rate, RR irregularity and range, premature beats, QRS duration,
+    PR interval, QRS axis, P-wave strength, QT and QTc, and per lead the T-wave polarity and
+    size, ST level, pathological Q wave, terminal R' and the R, S, QRS and P amplitudes in mV
+    (NaN for records not in millivolts)."""
     rows = []
     for record_id, m in zip(record_ids, measured, strict=True):
         row: dict[str, object] = {"record_id": record_id}
