@@ -9,10 +9,9 @@ STACH, with the PTB-XL classes that contain them), with the recipe's defaults
 
 Each model is evaluated with both query texts (full knowledge, bare name): the diagonal is the
 fair like-for-like ablation, the off-diagonal the crossed conditions. The knowledge query is
-also reported with what each label's knowledge states (rate, regularity, intervals, axis, P
-and T waves, ST depression, voltages) checked against the recording's measurements
-(`encoders.inference.criteria`). Model selection (best epoch) uses the validation split only;
-every figure is on the carved PTB-XL test split
+also reported with what each label's knowledge states checked against the recording's
+measurements (`encoders.inference.criteria`). Model selection (best epoch) uses the validation
+split only; every figure is on the carved PTB-XL test split
 (`encoders.ecg.splits.carve_test`: a fixed 15% of train that nothing ever selects on), or
 on another dataset as a whole (CinC 2021, Chapman, CPSC 2018, CODE-15). Three seeds: the
 tables give mean +- standard deviation over seeds and the mean of the per-seed 95% bootstrap

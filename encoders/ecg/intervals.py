@@ -154,10 +154,10 @@ def _crossing(curve: np.ndarray, start: int, step: int, level: float, quiet: int
 def measure_intervals(
     x: np.ndarray, beats: np.ndarray, fs: float, rr_s: float, lead_mv: np.ndarray | None = None
 ) -> IntervalMeasurement:
-    """QRS duration and PR interval (ms), frontal QRS axis (degrees), P-wave strength, T-wave
-    polarity and ST deviation per lead of window ``x`` (leads, samples; limb leads first) with
-    QRS at ``beats`` and median RR interval ``rr_s`` seconds; with ``lead_mv``, the millivolts of
-    one unit of each lead, also the R, S, QRS and P amplitudes per lead (`wave_amplitudes`)."""
+    """What the median beat of window ``x`` (leads, samples; limb leads first) shows (see the
+    module docstring), with QRS at ``beats`` and median RR interval ``rr_s`` seconds; with
+    ``lead_mv``, the millivolts of one unit of each lead, also the R, S, QRS and P amplitudes
+    per lead (`wave_amplitudes`)."""
     x = np.asarray(x, dtype=np.float64)
     pre, post, shift = round(_PRE_S * fs), round(_POST_S * fs), max(1, round(_ALIGN_S * fs))
     cuts = _aligned(x, beats, pre, post, shift)
@@ -190,7 +190,7 @@ def measure_intervals(
     q_wave, r_prime = pathological_q(leads, onset, offset, fs), terminal_r(leads, onset, offset)
     amplitudes: dict[str, Any] = {}
     if lead_mv is not None:
-        in_mv = np.where(present[:, None], in_units * np.asarray(lead_mv)[:, None], np.nan)
+        in_mv = leads * np.asarray(lead_mv)[:, None]
         amplitudes = wave_amplitudes(in_mv, onset, offset, p_peak, round(_P_HALF_S * fs))
     end = pre + min(round(_T_POST_S * fs), round(_T_END_RR * rr_s * fs))
     t_cuts = _aligned(x, beats, pre, round(_T_POST_S * fs), shift)

@@ -110,9 +110,8 @@ def steady_rr_range(rr: np.ndarray) -> float:
 def measure_rhythm(
     x: np.ndarray, fs: float, lead_mv: np.ndarray | None = None
 ) -> RhythmMeasurement:
-    """Rate, RR irregularity, premature beats, QRS duration, PR interval, QRS axis, P-wave
-    strength, T-wave polarity and ST deviation of one window ``x`` (leads, samples; standard
-    lead order) sampled at ``fs`` Hz; with ``lead_mv``, the millivolts of one unit of each lead
+    """What `RhythmMeasurement` holds for one window ``x`` (leads, samples; standard lead
+    order) sampled at ``fs`` Hz; with ``lead_mv``, the millivolts of one unit of each lead
     of ``x``, also the wave amplitudes per lead in mV."""
     beats = detect_beats(x, fs)
     if len(beats) < 3:

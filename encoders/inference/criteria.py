@@ -370,9 +370,7 @@ def _largest(amplitude: np.ndarray, leads: Sequence[str]) -> np.ndarray:
     none of them is measured."""
     listed = amplitude[:, [STANDARD_LEADS.index(lead) for lead in leads]]
     measured = ~np.isnan(listed).all(axis=1)
-    return np.where(
-        measured, np.nanmax(np.where(np.isnan(listed), -np.inf, listed), axis=1), np.nan
-    )
+    return np.where(measured, np.where(np.isnan(listed), -np.inf, listed).max(axis=1), np.nan)
 
 
 def _describe_voltage(criterion: VoltageCriterion) -> str:

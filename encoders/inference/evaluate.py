@@ -7,8 +7,7 @@ chosen on another split, never the evaluated one: ``val`` when evaluating ``test
 Labels are grouped by whether their diagnosis was among the checkpoint's training labels, and
 flagged where the label space puts another label closer than ``similarity_threshold``. With
 ``measured_criteria`` the knowledge condition is also reported with what each label's knowledge
-states (rate, regularity, intervals, axis, P and T waves, ST depression, voltages) checked
-against the recordings (`encoders.inference.criteria`).
+states checked against the recordings (`encoders.inference.criteria`).
 """
 
 from __future__ import annotations

@@ -254,9 +254,8 @@ class ZeroShotClassifier:
     ) -> pd.DataFrame:
         """A tidy table (record_id, label, diagnosis, score, probability) for raw signals.
 
-        With ``measured_criteria`` what each label's knowledge states (rate, regularity,
-        intervals, axis, P and T waves, ST depression, voltages) is checked against the recording's
-        measurements (`criteria_prior`).
+        With ``measured_criteria`` what each label's knowledge states is checked against the
+        recording's measurements (`criteria_prior`, `encoders.inference.criteria`).
 
         ``signals`` is an array (N, 12, T) in standard lead order sampled at ``fs`` (default:
         the checkpoint's rate) in ``units`` (``mV`` or ``z-score``), already filtered to

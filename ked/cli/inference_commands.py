@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from kb_store.store import KnowledgeBase
 
 SplitOption = Annotated[str, typer.Option(help="train, val, test or all")]
+# What the measured criteria check (encoders.inference.criteria), for the options' help.
+_CRITERIA = (
+    "rate, regularity, RR range, PR, QRS, QTc, axis, P waves, T waves, ST depression, Q waves, "
+    "R' waves, voltages"
+)
 
 
 def _records(data: str, split: str, rescan: bool) -> Manifest:
@@ -46,8 +51,8 @@ def zeroshot(
     measured_criteria: Annotated[
         bool,
         typer.Option(
-            help="check what each label's knowledge states (rate, regularity, intervals, axis, P "
-            "and T waves, ST depression, voltages) against what is measured from the recording"
+            help=f"check what each label's knowledge states ({_CRITERIA}) against what is "
+            "measured from the recording"
         ),
     ] = True,
     measurements: Annotated[
@@ -167,8 +172,7 @@ def eval_command(
         bool,
         typer.Option(
             help="also report the knowledge condition with what each label's knowledge states "
-            "(rate, regularity, intervals, axis, P and T waves, ST depression, voltages) "
-            "checked against the recording"
+            f"({_CRITERIA}) checked against the recording"
         ),
     ] = True,
     split: Annotated[
