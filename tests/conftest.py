@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from encoders.text import Embedder, EncoderSpec, label_entries, view_texts
 from kb_store.store import KnowledgeBase
 from knowledge.curated import import_pack
+from knowledge.schema import DiagnosisKnowledge
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("KED_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -48,6 +50,19 @@ def curated_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with KnowledgeBase(path) as kb:
         import_pack(kb)
     return path
+
+
+@pytest.fixture(scope="session")
+def curated_records(curated_kb: Path) -> Callable[[list[str]], list[DiagnosisKnowledge]]:
+    """The current curated records of the named diagnoses, in order."""
+
+    def records(names: list[str]) -> list[DiagnosisKnowledge]:
+        with KnowledgeBase(curated_kb, read_only=True) as kb:
+            found = kb.resolve_many(names)
+            current = kb.current_many(d.id for d in found.values() if d is not None)
+            return [current[found[n].id].record for n in names]  # type: ignore[union-attr]
+
+    return records
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ against knowledge records."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from encoders.inference.criteria import (
 from kb_store.store import KnowledgeBase
 from knowledge.leads import STANDARD_LEADS
 from knowledge.schema import DiagnosisKnowledge
+
+CuratedRecords = Callable[[list[str]], list[DiagnosisKnowledge]]
 
 
 @pytest.fixture(scope="module")
@@ -142,14 +145,16 @@ def test_qrs_axis_of_real_recordings(sample_measures: dict[str, list[RhythmMeasu
     assert np.mean([math.isnan(m.qrs_axis_deg) for m in norm]) < 0.05
 
 
-def test_a_masked_limb_lead_measures_no_axis_and_changes_no_logit(curated_kb: Path) -> None:
+def test_a_masked_limb_lead_measures_no_axis_and_changes_no_logit(
+    curated_records: CuratedRecords,
+) -> None:
     record = next(r for r in open_source("sample").iter_records() if "SCP:NORM" in r.labels)
     masked = np.array(record.signal, dtype=np.float64)
     masked[4] = 0.0  # aVL absent
     whole, without = measure_rhythm(record.signal, record.fs), measure_rhythm(masked, record.fs)
     assert not math.isnan(whole.qrs_axis_deg) and math.isnan(without.qrs_axis_deg)
     assert not math.isnan(without.qrs_ms)  # the other leads still give the QRS duration
-    records = _records(curated_kb, ["left axis deviation"])
+    records = curated_records(["left axis deviation"])
     assert criteria_log_prior(records, [without]).tolist() == [[0.0]]
 
 
@@ -212,14 +217,7 @@ def test_measures_separate_their_labels_on_the_ptbxl_train_split(shared_data: Pa
     assert r_prime_v1("RBBB") > 0.75 > 0.1 > r_prime_v1("NORM")
 
 
-def _records(curated_kb: Path, names: list[str]) -> list[DiagnosisKnowledge]:
-    with KnowledgeBase(curated_kb, read_only=True) as kb:
-        found = kb.resolve_many(names)
-        current = kb.current_many(d.id for d in found.values() if d is not None)
-        return [current[found[n].id].record for n in names]  # type: ignore[union-attr]
-
-
-def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
+def test_knowledge_intervals_become_a_log_prior(curated_records: CuratedRecords) -> None:
     names = [
         "right bundle branch block",  # QRS >= 120
         "normal ECG",  # QRS <= 110 and PR 120-200: the normal ranges, not checked
@@ -231,7 +229,7 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
         "sinus arrhythmia",  # irregular, P-P intervals 120 ms or more apart
     ]
     rbbb, normal, avb, pvc, sinus, lafb, irbbb, sarrh = range(len(names))
-    records = _records(curated_kb, names)
+    records = curated_records(names)
     nan = math.nan
     steady = {"rr_range_ms": 40.0, "steady_rr_range_ms": 40.0}
     narrow = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, **steady)
@@ -264,10 +262,10 @@ def test_knowledge_intervals_become_a_log_prior(curated_kb: Path) -> None:
     assert (prior <= 0).all()
 
 
-def test_knowledge_q_waves_become_a_log_prior(curated_kb: Path) -> None:
+def test_knowledge_q_waves_become_a_log_prior(curated_records: CuratedRecords) -> None:
     names = ["inferior myocardial infarction", "abnormal Q waves", "sinus rhythm"]
     imi, qwave, sinus = range(len(names))
-    records = _records(curated_kb, names)
+    records = curated_records(names)
     inferior = {STANDARD_LEADS.index(lead) for lead in ("II", "III", "aVF")}
 
     def q(leads: set[int]) -> RhythmMeasurement:
@@ -294,10 +292,10 @@ def test_a_terminal_r_prime_is_found_after_the_s_wave() -> None:
     assert all(math.isnan(v) for v in terminal_r(leads, 0.0, 13.0)[3:])  # flat and absent
 
 
-def test_knowledge_r_prime_becomes_a_log_prior(curated_kb: Path) -> None:
+def test_knowledge_r_prime_becomes_a_log_prior(curated_records: CuratedRecords) -> None:
     names = ["incomplete right bundle branch block", "left bundle branch block"]
     irbbb, lbbb = range(len(names))
-    records = _records(curated_kb, names)
+    records = curated_records(names)
 
     def r_prime(leads: tuple[str, ...]) -> RhythmMeasurement:
         waves = tuple(1.0 if lead in leads else 0.0 for lead in STANDARD_LEADS)
@@ -314,10 +312,10 @@ def test_knowledge_r_prime_becomes_a_log_prior(curated_kb: Path) -> None:
     )
 
 
-def test_knowledge_qtc_becomes_a_log_prior(curated_kb: Path) -> None:
+def test_knowledge_qtc_becomes_a_log_prior(curated_records: CuratedRecords) -> None:
     names = ["prolonged QT interval", "short QT interval", "normal ECG"]
     long_qt, short_qt, normal = range(len(names))
-    records = _records(curated_kb, names)
+    records = curated_records(names)
 
     def qtc(ms: float) -> RhythmMeasurement:
         return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, qtc_ms=ms)
@@ -336,8 +334,10 @@ def test_knowledge_qtc_becomes_a_log_prior(curated_kb: Path) -> None:
     assert line.startswith("QTc: knowledge >= 450 ms; measured 400 ms;")
 
 
-def test_described_criteria_are_the_checks_that_make_the_log_prior(curated_kb: Path) -> None:
-    afib, lad = _records(curated_kb, ["atrial fibrillation", "left axis deviation"])
+def test_described_criteria_are_the_checks_that_make_the_log_prior(
+    curated_records: CuratedRecords,
+) -> None:
+    afib, lad = curated_records(["atrial fibrillation", "left axis deviation"])
     sinus_left = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, -60.0, 12.0)
     lines = describe_criteria(afib, sinus_left)
     assert [line.split(":")[0] for line in lines] == ["regularity", "P waves"]
@@ -351,10 +351,10 @@ def test_described_criteria_are_the_checks_that_make_the_log_prior(curated_kb: P
     assert describe_criteria(lad, unknown) == [f"{stated} not measurable here; +0.00 on the logit"]
 
 
-def test_knowledge_axis_becomes_a_log_prior(curated_kb: Path) -> None:
+def test_knowledge_axis_becomes_a_log_prior(curated_records: CuratedRecords) -> None:
     names = ["left axis deviation", "right axis deviation", "normal ECG", "LVH"]
     lad, rad, normal, lvh = range(len(names))
-    records = _records(curated_kb, names)
+    records = curated_records(names)
 
     def axis(degrees: float) -> RhythmMeasurement:
         return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, degrees)
@@ -451,12 +451,12 @@ def test_p_waves_and_t_waves_separate_their_labels_on_the_ptbxl_train_split(
     assert (flat("LOWT")[:, None] > flat("NORM")[None, :]).mean() > 0.7
 
 
-def test_knowledge_p_and_t_waves_become_a_log_prior(curated_kb: Path) -> None:
+def test_knowledge_p_and_t_waves_become_a_log_prior(curated_records: CuratedRecords) -> None:
     names = ["atrial fibrillation", "atrial flutter", "sinus rhythm", "right bundle branch block"]
     names += ["normal ECG", "T wave inversion", "first degree AV block", "ST depression"]
     names += ["low amplitude T waves"]
     afib, flutter, sinus, rbbb, normal, invt, avb, std, lowt = range(len(names))
-    records = _records(curated_kb, names)
+    records = curated_records(names)
     upright = (1.0, 1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     inverted = (1.0, 1.0, -1.0, -1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0)
 

@@ -3,6 +3,7 @@ voltage criteria (Sokolow-Lyon, low voltage, tall P...) checked against them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,12 @@ from encoders.inference.criteria import (
     criteria_log_prior,
     describe_criteria,
 )
-from kb_store.store import KnowledgeBase
 from knowledge.leads import STANDARD_LEADS
 from knowledge.schema import DiagnosisKnowledge, VoltageCriterion
 
 CINC_SAMPLE = f"cinc2021:{sample_data_dir() / 'cinc2021'}"
 
-
-def _records(curated_kb: Path, names: list[str]) -> list[DiagnosisKnowledge]:
-    with KnowledgeBase(curated_kb, read_only=True) as kb:
-        found = kb.resolve_many(names)
-        current = kb.current_many(d.id for d in found.values() if d is not None)
-        return [current[found[n].id].record for n in names]  # type: ignore[union-attr]
+CuratedRecords = Callable[[list[str]], list[DiagnosisKnowledge]]
 
 
 def test_amplitudes_are_the_millivolts_of_real_recordings() -> None:
@@ -78,10 +73,10 @@ def _amplitudes(**per_lead: dict[str, float]) -> dict[str, tuple[float, ...]]:
     return out
 
 
-def test_knowledge_voltage_becomes_a_log_prior(curated_kb: Path) -> None:
+def test_knowledge_voltage_becomes_a_log_prior(curated_records: CuratedRecords) -> None:
     names = ["LVH", "low QRS voltages", "right atrial abnormality", "sinus tachycardia"]
     lvh, low, rae, stach = range(len(names))
-    records = _records(curated_kb, names)
+    records = curated_records(names)
     beat = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0)
     limbs = {lead: 1.2 if lead in STANDARD_LEADS[:6] else 2.5 for lead in STANDARD_LEADS}
     sokolow = replace(
@@ -115,7 +110,9 @@ def test_knowledge_voltage_becomes_a_log_prior(curated_kb: Path) -> None:
     assert "measured 1.10 mV on the criterion met best" in line
 
 
-def test_voltage_criteria_are_validated_and_left_out_when_empty(curated_kb: Path) -> None:
+def test_voltage_criteria_are_validated_and_left_out_when_empty(
+    curated_records: CuratedRecords,
+) -> None:
     term: dict[str, Any] = {"wave": "R", "leads": ["avl"]}
     ok = VoltageCriterion.model_validate(
         {"name": "R in aVL", "terms": [term], "sum_mv": {"min": 1.1}}
@@ -129,6 +126,6 @@ def test_voltage_criteria_are_validated_and_left_out_when_empty(curated_kb: Path
         VoltageCriterion.model_validate(
             {"name": "T in V2", "terms": [{"wave": "T", "leads": ["V2"]}], "sum_mv": {"min": 1}}
         )
-    (rbbb,) = _records(curated_kb, ["right bundle branch block"])
+    (rbbb,) = curated_records(["right bundle branch block"])
     dumped = rbbb.model_dump(mode="json")
     assert dumped["morphology"] and "voltage_criteria" not in dumped["morphology"]
