@@ -24,6 +24,7 @@ from encoders.inference.criteria import (
 from kb_store.store import KnowledgeBase
 from knowledge.leads import STANDARD_LEADS
 from knowledge.schema import DiagnosisKnowledge
+from tests.support.measurements import sinus_beat
 
 CuratedRecords = Callable[[list[str]], list[DiagnosisKnowledge]]
 
@@ -79,10 +80,10 @@ def test_knowledge_rate_and_regularity_become_a_log_prior(curated_kb) -> None:  
         found = kb.resolve_many(names)
         current = kb.current_many(d.id for d in found.values() if d is not None)
         records = [current[found[n].id].record for n in names]  # type: ignore[union-attr]
-    fast = RhythmMeasurement(120.0, 0.02, 20)
-    slow = RhythmMeasurement(45.0, 0.02, 8)
-    irregular = RhythmMeasurement(80.0, 0.25, 12)
-    unknown = RhythmMeasurement(math.nan, math.nan, 1)
+    fast = RhythmMeasurement(rate_bpm=120.0, rr_irregularity=0.02, beats=20)
+    slow = RhythmMeasurement(rate_bpm=45.0, rr_irregularity=0.02, beats=8)
+    irregular = RhythmMeasurement(rate_bpm=80.0, rr_irregularity=0.25, beats=12)
+    unknown = RhythmMeasurement(beats=1)
 
     prior = (
         criteria_log_prior(records, [fast, slow, irregular, unknown]) / CRITERIA_WEIGHT
@@ -232,15 +233,11 @@ def test_knowledge_intervals_become_a_log_prior(curated_records: CuratedRecords)
     records = curated_records(names)
     nan = math.nan
     steady = {"rr_range_ms": 40.0, "steady_rr_range_ms": 40.0}
-    narrow = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, **steady)
-    wide_long_pr = RhythmMeasurement(70.0, 0.02, 9, 0.0, 150.0, 260.0, **steady)
-    ectopic = RhythmMeasurement(
-        70.0, 0.02, 9, 2.0, 90.0, 160.0, rr_range_ms=420.0, steady_rr_range_ms=40.0
-    )
-    unknown = RhythmMeasurement(70.0, 0.02, 9, nan, nan, nan)
-    swinging = RhythmMeasurement(
-        70.0, 0.04, 9, 0.0, 90.0, 160.0, rr_range_ms=250.0, steady_rr_range_ms=250.0
-    )
+    narrow = sinus_beat(**steady)
+    wide_long_pr = sinus_beat(qrs_ms=150.0, pr_ms=260.0, **steady)
+    ectopic = sinus_beat(premature_beats=2.0, rr_range_ms=420.0, steady_rr_range_ms=40.0)
+    unknown = sinus_beat(premature_beats=nan, qrs_ms=nan, pr_ms=nan)
+    swinging = sinus_beat(rr_irregularity=0.04, rr_range_ms=250.0, steady_rr_range_ms=250.0)
 
     prior = (
         criteria_log_prior(records, [narrow, wide_long_pr, ectopic, unknown, swinging])
@@ -270,7 +267,7 @@ def test_knowledge_q_waves_become_a_log_prior(curated_records: CuratedRecords) -
 
     def q(leads: set[int]) -> RhythmMeasurement:
         waves = tuple(1.0 if i in leads else 0.0 for i in range(12))
-        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, q_wave=waves)
+        return sinus_beat(q_wave=waves)
 
     measured = [q(inferior), q(set()), q({STANDARD_LEADS.index("III")}), q(set(range(12)))]
     prior = criteria_log_prior(records, measured) / CRITERIA_WEIGHT  # log-compatibility
@@ -278,7 +275,7 @@ def test_knowledge_q_waves_become_a_log_prior(curated_records: CuratedRecords) -
     assert prior[1, imi] < prior[2, imi] < prior[0, imi]  # one of three lies in between
     assert prior[3, qwave] > -0.1 and prior[1, qwave] < -3
     assert (prior[:, sinus] == prior[0, sinus]).all()  # sinus rhythm states no Q waves
-    unmeasured = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0)
+    unmeasured = sinus_beat()
     assert criteria_log_prior(records[:1], [unmeasured]).tolist() == [[0.0]]
 
 
@@ -299,7 +296,7 @@ def test_knowledge_r_prime_becomes_a_log_prior(curated_records: CuratedRecords) 
 
     def r_prime(leads: tuple[str, ...]) -> RhythmMeasurement:
         waves = tuple(1.0 if lead in leads else 0.0 for lead in STANDARD_LEADS)
-        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 115.0, 160.0, r_prime=waves)
+        return sinus_beat(qrs_ms=115.0, r_prime=waves)
 
     measured = [r_prime(("V1", "V2")), r_prime(("V1",)), r_prime(())]
     prior = criteria_log_prior(records, measured) / CRITERIA_WEIGHT
@@ -318,7 +315,7 @@ def test_knowledge_qtc_becomes_a_log_prior(curated_records: CuratedRecords) -> N
     records = curated_records(names)
 
     def qtc(ms: float) -> RhythmMeasurement:
-        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, qtc_ms=ms)
+        return sinus_beat(qtc_ms=ms)
 
     at = {ms: i for i, ms in enumerate((400.0, 490.0, 320.0, math.nan))}
     prior = (
@@ -338,7 +335,7 @@ def test_described_criteria_are_the_checks_that_make_the_log_prior(
     curated_records: CuratedRecords,
 ) -> None:
     afib, lad = curated_records(["atrial fibrillation", "left axis deviation"])
-    sinus_left = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, -60.0, 12.0)
+    sinus_left = sinus_beat(qrs_axis_deg=-60.0, p_snr=12.0)
     lines = describe_criteria(afib, sinus_left)
     assert [line.split(":")[0] for line in lines] == ["regularity", "P waves"]
     assert "knowledge irregularly irregular; measured successive-RR variation 0.02;" in lines[0]
@@ -347,7 +344,7 @@ def test_described_criteria_are_the_checks_that_make_the_log_prior(
     (axis,) = describe_criteria(lad, sinus_left)
     stated = "QRS axis: knowledge -90 degrees to -30 degrees; measured"
     assert axis == f"{stated} -60 degrees; -0.81 on the logit"  # twice -0.40
-    unknown = RhythmMeasurement(math.nan, math.nan, 0)
+    unknown = RhythmMeasurement(beats=0)
     assert describe_criteria(lad, unknown) == [f"{stated} not measurable here; +0.00 on the logit"]
 
 
@@ -357,7 +354,7 @@ def test_knowledge_axis_becomes_a_log_prior(curated_records: CuratedRecords) -> 
     records = curated_records(names)
 
     def axis(degrees: float) -> RhythmMeasurement:
-        return RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0, degrees)
+        return sinus_beat(qrs_axis_deg=degrees)
 
     at = {deg: i for i, deg in enumerate((60.0, -60.0, 135.0, -165.0, math.nan))}
     prior = (
@@ -465,12 +462,17 @@ def test_knowledge_p_and_t_waves_become_a_log_prior(curated_records: CuratedReco
     def beat(
         p_snr: float, t: tuple[float, ...], st: tuple[float, ...] = level, size: float = 0.3
     ) -> RhythmMeasurement:
-        return RhythmMeasurement(
-            70.0, 0.02, 9, 0.0, 100.0, 160.0, 45.0, p_snr, t, st, t_size=(size,) * 12
+        return sinus_beat(
+            qrs_ms=100.0,
+            qrs_axis_deg=45.0,
+            p_snr=p_snr,
+            t_polarity=t,
+            st_deviation=st,
+            t_size=(size,) * 12,
         )
 
     clear, none = beat(12.0, upright), beat(1.5, upright)
-    unknown = RhythmMeasurement(math.nan, math.nan, 1)  # no P-wave strength, T wave or ST
+    unknown = RhythmMeasurement(beats=1)  # no P-wave strength, T wave or ST
     measured = [clear, none, unknown, beat(12.0, inverted), beat(12.0, upright, low)]
     measured += [beat(12.0, upright, size=0.05)]  # T waves a twentieth of the QRS
     prior = criteria_log_prior(records, measured) / CRITERIA_WEIGHT  # log-compatibility

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from encoders.ecg import open_source, sample_data_dir
 from encoders.ecg.manifest import Manifest
 from encoders.ecg.preprocess import Preprocessing
-from encoders.ecg.rhythm import RhythmMeasurement, detect_beats, measure_prepared
+from encoders.ecg.rhythm import detect_beats, measure_prepared
 from encoders.inference.criteria import (
     CRITERIA_WEIGHT,
     criteria_log_prior,
@@ -23,6 +23,7 @@ from encoders.inference.criteria import (
 )
 from knowledge.leads import STANDARD_LEADS
 from knowledge.schema import DiagnosisKnowledge, VoltageCriterion
+from tests.support.measurements import sinus_beat
 
 CINC_SAMPLE = f"cinc2021:{sample_data_dir() / 'cinc2021'}"
 
@@ -77,7 +78,7 @@ def test_knowledge_voltage_becomes_a_log_prior(curated_records: CuratedRecords) 
     names = ["LVH", "low QRS voltages", "right atrial abnormality", "sinus tachycardia"]
     lvh, low, rae, stach = range(len(names))
     records = curated_records(names)
-    beat = RhythmMeasurement(70.0, 0.02, 9, 0.0, 90.0, 160.0)
+    beat = sinus_beat()
     limbs = {lead: 1.2 if lead in STANDARD_LEADS[:6] else 2.5 for lead in STANDARD_LEADS}
     sokolow = replace(
         beat,

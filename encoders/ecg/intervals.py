@@ -96,25 +96,27 @@ _R_PRIME = 0.1
 _EQUIPHASIC = 0.1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IntervalMeasurement:
-    qrs_ms: float
-    pr_ms: float
+    """What the median beat shows; NaN (or no per-lead values) where it was not measured."""
+
+    qrs_ms: float = float("nan")
+    pr_ms: float = float("nan")
     qrs_axis_deg: float = float("nan")
     p_snr: float = float("nan")
-    t_polarity: tuple[float, ...] = ()
-    st_deviation: tuple[float, ...] = ()
-    r_mv: tuple[float, ...] = ()
+    t_polarity: tuple[float, ...] = ()  # per lead: +1 upright, -1 inverted, 0 flat
+    st_deviation: tuple[float, ...] = ()  # per lead, of its QRS peak-to-peak
+    r_mv: tuple[float, ...] = ()  # per lead, millivolts: only for records in mV
     s_mv: tuple[float, ...] = ()
     qrs_mv: tuple[float, ...] = ()
     p_mv: tuple[float, ...] = ()
     qt_ms: float = float("nan")
-    t_size: tuple[float, ...] = ()
-    q_wave: tuple[float, ...] = ()
-    r_prime: tuple[float, ...] = ()
+    t_size: tuple[float, ...] = ()  # per lead, of its QRS peak-to-peak
+    q_wave: tuple[float, ...] = ()  # per lead: 1 pathological Q wave or QS, 0 none
+    r_prime: tuple[float, ...] = ()  # per lead: 1 a terminal R' after the S wave, 0 none
 
 
-_NOT_MEASURED = IntervalMeasurement(float("nan"), float("nan"))
+_NOT_MEASURED = IntervalMeasurement()
 
 
 def _cut(x: np.ndarray, beats: np.ndarray, pre: int, post: int) -> np.ndarray:
@@ -183,39 +185,32 @@ def measure_intervals(
     offset = _crossing(slope, peak, 1, level, quiet)
     if not (peak - onset <= half and offset - peak <= half):
         return _NOT_MEASURED
-    qrs_ms = (offset - onset) * 1000.0 / fs
-    axis = qrs_axis_deg(limb, onset, offset) if limb is not None else float("nan")
     p_snr, pr_ms, p_peak = _p_wave(median, cuts, onset, pre, rr_s, fs)
     leads = np.where(present[:, None], in_units, np.nan)
-    q_wave, r_prime = pathological_q(leads, onset, offset, fs), terminal_r(leads, onset, offset)
-    amplitudes: dict[str, Any] = {}
+    common: dict[str, Any] = {
+        "qrs_ms": (offset - onset) * 1000.0 / fs,
+        "pr_ms": pr_ms,
+        "qrs_axis_deg": qrs_axis_deg(limb, onset, offset) if limb is not None else float("nan"),
+        "p_snr": p_snr,
+        "q_wave": pathological_q(leads, onset, offset, fs),
+        "r_prime": terminal_r(leads, onset, offset),
+    }
     if lead_mv is not None:
         in_mv = leads * np.asarray(lead_mv)[:, None]
-        amplitudes = wave_amplitudes(in_mv, onset, offset, p_peak, round(_P_HALF_S * fs))
+        common |= wave_amplitudes(in_mv, onset, offset, p_peak, round(_P_HALF_S * fs))
     end = pre + min(round(_T_POST_S * fs), round(_T_END_RR * rr_s * fs))
     t_cuts = _aligned(x, beats, pre, round(_T_POST_S * fs), shift)
     if len(t_cuts) < _MIN_BEATS:
-        return IntervalMeasurement(
-            qrs_ms, pr_ms, axis, p_snr, **amplitudes, q_wave=q_wave, r_prime=r_prime
-        )
+        return IntervalMeasurement(**common)
     t_median = np.median(t_cuts, axis=0)
-    t_polarity = t_wave_polarity(t_median, onset, offset, end)
     j_point = offset + _ST_AFTER_J_S * fs
-    st = st_deviation(t_median, onset, offset, j_point)
-    qt_ms = (_t_end(t_median[present] / rms[present], onset, j_point, end) - onset) * 1000.0 / fs
-    t_size = t_wave_size(t_median, onset, offset, j_point, end)
+    t_end = _t_end(t_median[present] / rms[present], onset, j_point, end)
     return IntervalMeasurement(
-        qrs_ms,
-        pr_ms,
-        axis,
-        p_snr,
-        t_polarity,
-        st,
-        **amplitudes,
-        qt_ms=qt_ms,
-        t_size=t_size,
-        q_wave=q_wave,
-        r_prime=r_prime,
+        **common,
+        t_polarity=t_wave_polarity(t_median, onset, offset, end),
+        st_deviation=st_deviation(t_median, onset, offset, j_point),
+        qt_ms=(t_end - onset) * 1000.0 / fs,
+        t_size=t_wave_size(t_median, onset, offset, j_point, end),
     )
 
 

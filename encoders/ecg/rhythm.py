@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import signal as sps
 
-from encoders.ecg.intervals import measure_intervals
+from encoders.ecg.intervals import IntervalMeasurement, measure_intervals
 from encoders.ecg.preprocess import PreprocessedECG, Preprocessing
 from knowledge.leads import STANDARD_LEADS
 
@@ -35,26 +35,14 @@ _PROMINENCE = 0.35  # of the spread between the energy's median and its 99th per
 PREMATURE_BELOW = 0.85
 
 
-@dataclass(frozen=True)
-class RhythmMeasurement:
-    rate_bpm: float
-    rr_irregularity: float
-    beats: int
+@dataclass(frozen=True, kw_only=True)
+class RhythmMeasurement(IntervalMeasurement):
+    """The rhythm of a window, and what its median beat shows (`IntervalMeasurement`)."""
+
+    rate_bpm: float = float("nan")
+    rr_irregularity: float = float("nan")
+    beats: int = 0
     premature_beats: float = float("nan")
-    qrs_ms: float = float("nan")
-    pr_ms: float = float("nan")
-    qrs_axis_deg: float = float("nan")
-    p_snr: float = float("nan")
-    t_polarity: tuple[float, ...] = ()  # per standard lead: +1 upright, -1 inverted, 0 flat
-    st_deviation: tuple[float, ...] = ()  # per standard lead, of its QRS peak-to-peak
-    r_mv: tuple[float, ...] = ()  # per standard lead, millivolts: only for records in mV
-    s_mv: tuple[float, ...] = ()
-    qrs_mv: tuple[float, ...] = ()
-    p_mv: tuple[float, ...] = ()
-    qt_ms: float = float("nan")
-    t_size: tuple[float, ...] = ()  # per standard lead, of its QRS peak-to-peak
-    q_wave: tuple[float, ...] = ()  # per standard lead: 1 pathological Q wave or QS, 0 none
-    r_prime: tuple[float, ...] = ()  # per standard lead: 1 a terminal R' after the S wave, 0 none
     qtc_ms: float = float("nan")  # Bazett: QT over the square root of the median RR (s)
     rr_range_ms: float = float("nan")  # the longest RR interval less the shortest
     steady_rr_range_ms: float = float("nan")  # the same without premature beats and pauses
@@ -90,16 +78,11 @@ def _premature(rr: np.ndarray) -> np.ndarray:
     return (rr[:-1] < PREMATURE_BELOW * np.median(rr)) & (rr[1:] > rr[:-1])
 
 
-def premature_beats(rr: np.ndarray) -> int:
-    """Beats ending an RR interval under ``PREMATURE_BELOW`` of the median and followed by a
-    longer one."""
-    return int(_premature(rr).sum())
-
-
-def steady_rr_range(rr: np.ndarray) -> float:
+def steady_rr_range(rr: np.ndarray, premature: np.ndarray | None = None) -> float:
     """The RR range (s) left without each premature beat's short interval and the pause after
-    it: how much the underlying rhythm itself varies; NaN when fewer than two intervals are left."""
-    premature = _premature(rr)
+    it (``premature``: `_premature` of ``rr``, found here when not given): how much the
+    underlying rhythm itself varies; NaN when fewer than two intervals are left."""
+    premature = _premature(rr) if premature is None else premature
     ectopic = np.zeros(len(rr), dtype=bool)
     ectopic[:-1] |= premature
     ectopic[1:] |= premature
@@ -115,20 +98,21 @@ def measure_rhythm(
     of ``x``, also the wave amplitudes per lead in mV."""
     beats = detect_beats(x, fs)
     if len(beats) < 3:
-        return RhythmMeasurement(float("nan"), float("nan"), len(beats))
+        return RhythmMeasurement(beats=len(beats))
     rr = np.diff(beats) / fs
     median = float(np.median(rr))
     irregularity = float(np.median(np.abs(np.diff(rr)))) / median if len(rr) > 1 else 0.0
     intervals = measure_intervals(np.asarray(x, dtype=np.float64), beats, fs, median, lead_mv)
+    premature = _premature(rr)
     return RhythmMeasurement(
-        60.0 / median,
-        irregularity,
-        len(beats),
-        float(premature_beats(rr)),
         **asdict(intervals),
+        rate_bpm=60.0 / median,
+        rr_irregularity=irregularity,
+        beats=len(beats),
+        premature_beats=float(premature.sum()),
         qtc_ms=intervals.qt_ms / np.sqrt(median),
         rr_range_ms=1000.0 * float(np.ptp(rr)),
-        steady_rr_range_ms=1000.0 * steady_rr_range(rr),
+        steady_rr_range_ms=1000.0 * steady_rr_range(rr, premature),
     )
 
 
