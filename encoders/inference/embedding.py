@@ -27,13 +27,13 @@ def embed_recordings(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """(N, D) vectors: in the label space (``projected``) or the encoder's pooled features."""
+    """(N, D) vectors: in the label space (``projected``) or the encoder's pooled features (an
+    ensemble's towers: the mean of their projections, their pooled features side by side)."""
     model.eval().to(device)
     out = []
     for x, _mask, _target in DataLoader(data, batch_size=batch_size, shuffle=False):
         x = x.to(device)
-        pooled = model.pool(model.features(x))
-        out.append((model.projection(pooled) if space == "projected" else pooled).float().cpu())
+        out.append((model.embed(x) if space == "projected" else model.pooled(x)).float().cpu())
     return torch.cat(out).numpy()
 
 

@@ -8,12 +8,15 @@ renormalised, so that the direction every ECG text shares stops dominating the c
 optionally whitened (ZCA with the pretraining texts' shrunk covariance, also stored: labels the
 text encoder puts close together, such as left and right bundle branch block, move apart), and
 optionally through a trainable adapter; the text encoder never runs here. The default head
-scores each pair by a scaled cosine plus a bias; the label-query decoder is an option.
+scores each pair by a scaled cosine plus a bias; the label-query decoder is an option. With
+``members`` above 1 the ECG side (encoder, projection, head) is built that many times, each
+tower initialised on its own; their logits are averaged (a deep ensemble), and training gives
+each tower its own loss on its own output (`ModelOutput.members`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
 import torch
@@ -51,6 +54,10 @@ class ModelConfig:
     head: Head = "cosine"
     decoder_kwargs: dict[str, Any] = field(default_factory=dict)
     adapter_kwargs: dict[str, Any] = field(default_factory=dict)
+    members: int = 1
+    """ECG towers (encoder, projection and head), each initialised on its own and trained on its
+    own loss, whose logits are averaged: a deep ensemble in one model. They share the label
+    side (centring, whitening, adapter). 1: a single model."""
 
     @property
     def label_dim(self) -> int:
@@ -70,6 +77,7 @@ class ModelOutput:
     logits: torch.Tensor  # (B, C)
     ecg_embeddings: torch.Tensor  # (B, D), projected, not normalised
     label_embeddings: torch.Tensor  # (C, D), after the adapter
+    members: tuple[ModelOutput, ...] = ()  # each tower's own output, when there are several
 
 
 class KedModel(nn.Module):
@@ -78,6 +86,8 @@ class KedModel(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if config.members < 1:
+            raise ValueError(f"members must be at least 1, got {config.members}")
         self.config = config
         self.encoder = cast(XResNet1d, create_ecg_encoder(config.encoder, **config.encoder_kwargs))
         if config.pooling not in ("mean", "mean+max"):
@@ -100,6 +110,20 @@ class KedModel(nn.Module):
             if config.head == "decoder"
             else None
         )
+        # The other towers score the labels this model has standardised and adapted.
+        tower = replace(
+            config,
+            text_dim=config.label_dim,
+            adapter=False,
+            center_labels=False,
+            whiten_labels=None,
+            members=1,
+        )
+        self.others = nn.ModuleList(KedModel(tower) for _ in range(config.members - 1))
+
+    def towers(self) -> list[KedModel]:
+        """The ensemble's members: this model's own tower first."""
+        return [self, *cast(list[KedModel], list(self.others))]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder features (B, C_ecg, T') of ECG windows (B, 12, T)."""
@@ -113,8 +137,12 @@ class KedModel(nn.Module):
         return torch.cat([mean, features.amax(dim=-1)], dim=-1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """One projected vector per recording (B, D)."""
-        return self.projection(self.pool(self.features(x)))
+        """One projected vector per recording (B, D), the mean of the towers'."""
+        return torch.stack([t.projection(t.pool(t.features(x))) for t in self.towers()]).mean(0)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder features pooled over time (B, C), the towers' side by side."""
+        return torch.cat([t.pool(t.features(x)) for t in self.towers()], dim=-1)
 
     def fit_label_space(self, texts: torch.Tensor) -> None:
         """Centre (and whiten, if so built) label vectors with the statistics of ``texts``
@@ -141,16 +169,29 @@ class KedModel(nn.Module):
         return self.adapter(self.standardize_texts(label_vectors))
 
     def forward(self, x: torch.Tensor, label_vectors: torch.Tensor) -> ModelOutput:
-        """Logits of every label for every recording, and the embeddings behind them."""
+        """Logits of every label for every recording, and the embeddings behind them; with
+        several towers, their means, and each tower's output in ``members``."""
         if label_vectors.shape[-1] != self.config.text_dim:
             raise LabelVectorError(
                 f"label vectors of dim {label_vectors.shape[-1]} given to a model that scores "
                 f"{self.config.text_dim}-d vectors: embed the labels with the text encoder the "
                 "checkpoint records"
             )
+        labels = self.label_space(label_vectors)
+        if not self.others:
+            return self._score(x, labels)
+        members = tuple(t._score(x, labels) for t in self.towers())
+        return ModelOutput(
+            torch.stack([m.logits for m in members]).mean(0),
+            torch.stack([m.ecg_embeddings for m in members]).mean(0),
+            labels,
+            members,
+        )
+
+    def _score(self, x: torch.Tensor, labels: torch.Tensor) -> ModelOutput:
+        """This tower's logits for ECG windows ``x`` against label vectors in its space."""
         features = self.features(x)
         ecg = self.projection(self.pool(features))
-        labels = self.label_space(label_vectors)
         if self.decoder is not None:
             pair = self.decoder(labels, features.transpose(1, 2))
             logits = pair[..., 1] - pair[..., 0]  # sigmoid(l1 - l0) == softmax(l)[..., 1]

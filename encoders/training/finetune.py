@@ -138,9 +138,10 @@ def finetune(
     model = checkpoint.model.train()
     for parameter in model.parameters():
         parameter.requires_grad = config.mode == "full"
-    for head in (model.head, model.decoder):  # a linear probe trains the label head only
-        for parameter in head.parameters() if head is not None else ():
-            parameter.requires_grad = True
+    for tower in model.towers():  # a linear probe trains the label heads only
+        for head in (tower.head, tower.decoder):
+            for parameter in head.parameters() if head is not None else ():
+                parameter.requires_grad = True
     bank = LabelBank(label_vectors, trainable=True)
     eval_set = data[evaluation]
     zero_scores, eval_targets = predict(model, eval_set, bank().detach(), 64, device)

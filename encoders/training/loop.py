@@ -6,7 +6,9 @@ when a process group is up. With ``ema_decay`` an exponential moving average of 
 epoch-to-epoch swings for the validation split to pick from. After every epoch rank 0 scores
 the validation set; the epoch with the best validation macro AUROC is kept as
 ``best.safetensors`` (selection on validation only), ``last.pt`` holds what ``resume`` needs,
-and ``metrics.jsonl`` one line per epoch.
+and ``metrics.jsonl`` one line per epoch. A model of several towers (``ModelConfig.members``)
+gives each tower its own loss and clips each tower's gradient on its own, so every tower trains
+on the same batches exactly as it would alone; the epoch is chosen by their averaged logits.
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ def fit(
     if settings.max_steps_per_epoch is not None:
         steps = min(steps, settings.max_steps_per_epoch)
     params = [p for p in aligned.parameters() if p.requires_grad]
+    clip_groups = _clip_groups(aligned)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, round(steps * settings.warmup_epochs), steps * settings.epochs
@@ -199,24 +202,19 @@ def fit(
                 x = settings.augment(x)
             with autocast():
                 out = trained(x)
-                terms = loss_fn(
-                    out.logits,
-                    out.ecg_embeddings,
-                    out.label_embeddings,
-                    targets,
-                    *(item.to(device) for item in extra),
-                )
+                terms = _tower_terms(loss_fn, out, targets, [item.to(device) for item in extra])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["loss"]).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            for group in clip_groups:
+                torch.nn.utils.clip_grad_norm_(group, settings.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(aligned)
             seen += len(x) * world
-            losses.append(float(terms["loss"].detach()))
+            losses.append(float(terms["loss"].detach()) / model.config.members)
             if on_step and rank == 0:
                 rate = seen / (time.perf_counter() - started)
                 on_step(StepInfo(epoch, step + 1, steps, losses[-1], rate))
@@ -250,6 +248,29 @@ def fit(
         if world > 1:
             dist.barrier()
     return FitResult(best["epoch"], best["auroc"], history)
+
+
+def _tower_terms(
+    loss_fn: AlignmentLoss, out: ModelOutput, targets: torch.Tensor, extra: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The loss terms of each of the model's towers on its own output: ``loss`` is their sum,
+    so each tower learns as if trained alone, the other terms their means."""
+    parts = [
+        loss_fn(m.logits, m.ecg_embeddings, m.label_embeddings, targets, *extra)
+        for m in out.members or (out,)
+    ]
+    terms = {name: torch.stack([p[name] for p in parts]).mean() for name in parts[0]}
+    terms["loss"] = torch.stack([p["loss"] for p in parts]).sum()
+    return terms
+
+
+def _clip_groups(aligned: Aligned) -> list[list[nn.Parameter]]:
+    """The trainable parameters by tower, each group's gradient clipped on its own as if
+    trained alone: the first tower with the label side and the bank, then every other tower."""
+    others = [[p for p in t.parameters() if p.requires_grad] for t in aligned.model.others]
+    theirs = {id(p) for group in others for p in group}
+    rest = [p for p in aligned.parameters() if p.requires_grad and id(p) not in theirs]
+    return [rest, *others]
 
 
 def _mixed_precision(device: torch.device, enabled: bool) -> tuple[Any, torch.amp.GradScaler]:

@@ -73,6 +73,7 @@ class PretrainConfig:
             center_labels=recipe.CENTER_LABELS,
             whiten_labels=recipe.WHITEN_LABELS,
             pooling=recipe.POOLING,  # type: ignore[arg-type]
+            members=recipe.MEMBERS,
         )
     )
     preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(crop="random"))

@@ -17,6 +17,8 @@ WHITEN_LABELS: float | None = 0.03
 """Whiten label vectors with the pretraining texts' covariance shrunk by this much towards the
 identity (stored in the checkpoint); None: off. Chosen on the PTB-XL sample's validation split
 (seed 0; 0.01, 0.03, 0.1 and 0.3 tried): the text encoder's near-duplicate labels move apart."""
+MEMBERS = 1
+"""ECG towers trained side by side and averaged (``ModelConfig.members``): a deep ensemble."""
 POOLING = "mean"
 """ECG features over time: ``mean`` or ``mean+max`` (tried on validation, no gain: see README)."""
 AUGMENT = True

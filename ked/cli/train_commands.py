@@ -67,6 +67,14 @@ def pretrain_command(
     pooling: Annotated[
         str, typer.Option(help="ECG features over time: mean, or mean+max (concatenated)")
     ] = recipe.POOLING,
+    members: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="ECG towers trained side by side, each on its own loss, their logits averaged "
+            "(a deep ensemble; time and memory grow with it)",
+        ),
+    ] = recipe.MEMBERS,
     augment: Annotated[
         bool, typer.Option(help="shift, gain, wander, noise and lead dropout in training")
     ] = recipe.AUGMENT,
@@ -154,6 +162,7 @@ def pretrain_command(
             center_labels=center_labels,
             whiten_labels=whiten_labels or None,
             pooling=pooling,  # type: ignore[arg-type]
+            members=members,
         ),
         preprocessing=Preprocessing(crop="random"),
         loop=LoopSettings(
