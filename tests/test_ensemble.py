@@ -91,53 +91,21 @@ def test_pretrain_encode_and_zeroshot_with_an_ensemble(
 ) -> None:
     monkeypatch.setenv("KED_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    code, _, _ = run_ked(
-        capsys,
-        "--db",
-        str(kb_copy),
-        "pretrain",
-        "--data",
-        "sample",
-        "--vocab",
-        "ptbxl",
-        "--view",
-        "name",
-        "--epochs",
-        "1",
-        "--max-steps-per-epoch",
-        "2",
-        "--members",
-        "2",
-        "--out",
-        str(run),
-    )
+    db = ["--db", str(kb_copy)]
+    pretrain = ["pretrain", "--data", "sample", "--vocab", "ptbxl", "--view", "name"]
+    small = ["--epochs", "1", "--max-steps-per-epoch", "2", "--members", "2", "--out", str(run)]
+    code, _, _ = run_ked(capsys, *db, *pretrain, *small)
     assert code == 0
     checkpoint = load_checkpoint(run)
     assert checkpoint.model.config.members == 2 and len(checkpoint.model.towers()) == 2
 
-    vectors = tmp_path / "pooled.npy"
-    args = ["encode", "--checkpoint", str(run), "--data", "sample", "--split", "val"]
-    code, _, _ = run_ked(capsys, *args, "--out", str(vectors), "--space", "pooled")
+    vectors, predictions = tmp_path / "pooled.npy", tmp_path / "predictions.csv"
+    on_val = ["--checkpoint", str(run), "--data", "sample", "--split", "val"]
+    code, _, _ = run_ked(capsys, "encode", *on_val, "--out", str(vectors), "--space", "pooled")
     assert code == 0
     assert np.load(vectors).shape[1] == 2 * checkpoint.model.encoder.out_channels
-
-    predictions = tmp_path / "predictions.csv"
-    code, _, _ = run_ked(
-        capsys,
-        "--db",
-        str(kb_copy),
-        "zeroshot",
-        "--checkpoint",
-        str(run),
-        "--data",
-        "sample",
-        "--split",
-        "val",
-        "--labels",
-        "atrial fibrillation",
-        "--out",
-        str(predictions),
-    )
+    query = ["--labels", "atrial fibrillation", "--out", str(predictions)]
+    code, _, _ = run_ked(capsys, *db, "zeroshot", *on_val, *query)
     assert code == 0
     table = pd.read_csv(predictions)
     assert set(table["label"]) == {"atrial fibrillation"} and table["score"].notna().all()
