@@ -109,3 +109,13 @@ def test_pretrain_encode_and_zeroshot_with_an_ensemble(
     assert code == 0
     table = pd.read_csv(predictions)
     assert set(table["label"]) == {"atrial fibrillation"} and table["score"].notna().all()
+
+    # A linear probe trains the head of every tower and nothing else.
+    tuned = tmp_path / "tuned"
+    probe = ["--labels", "atrial fibrillation", "--labels", "sinus rhythm", "--epochs", "1"]
+    code, _, _ = run_ked(capsys, *db, "finetune", *on_val[:4], *probe, "--out", str(tuned))
+    assert code == 0
+    before, after = checkpoint.model.state_dict(), load_checkpoint(tuned).model.state_dict()
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    assert changed and all(".head." in f".{key}" for key in changed)
+    assert {key.startswith("others.") for key in changed} == {True, False}
