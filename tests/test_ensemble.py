@@ -103,7 +103,9 @@ def test_pretrain_encode_and_zeroshot_with_an_ensemble(
     on_val = ["--checkpoint", str(run), "--data", "sample", "--split", "val"]
     code, _, _ = run_ked(capsys, "encode", *on_val, "--out", str(vectors), "--space", "pooled")
     assert code == 0
-    assert np.load(vectors).shape[1] == 2 * checkpoint.model.encoder.out_channels
+    assert (
+        np.load(vectors, allow_pickle=False).shape[1] == 2 * checkpoint.model.encoder.out_channels
+    )
     query = ["--labels", "atrial fibrillation", "--out", str(predictions)]
     code, _, _ = run_ked(capsys, *db, "zeroshot", *on_val, *query)
     assert code == 0
