@@ -15,7 +15,8 @@ split only; every figure is on the carved PTB-XL test split
 (`encoders.ecg.splits.carve_test`: a fixed 15% of train that nothing ever selects on), or
 on another dataset as a whole (CinC 2021, Chapman, CPSC 2018, CODE-15). Three seeds: the
 tables give mean +- standard deviation over seeds and the mean of the per-seed 95% bootstrap
-intervals.
+intervals, for groups of labels and then for each label (``seen: X``, ``unseen: X``) with its
+positives among the evaluated records.
 
 With ``--few-shot``, the first seed's knowledge-trained model is also adapted with 1%, 10% and
 100% of the PTB-XL train split (linear probe and full fine-tune; best epoch on val) and
@@ -179,21 +180,22 @@ def _rows(condition: str, seed: int, dataset: str, outcome: Any) -> list[dict[st
                     **{k: mean[k] for k in ("value", "low", "high", "labels")},
                 }
             )
-        for row in result.labels:
-            if row.label in outcome.groups.get("unseen in pretraining", []):
-                out.append(
-                    {
-                        "trained": condition,
-                        "query": query,
-                        "seed": seed,
-                        "dataset": dataset,
-                        "group": f"held out: {row.label}",
-                        "value": row.auroc.value,
-                        "low": row.auroc.low,
-                        "high": row.auroc.high,
-                        "labels": 1,
-                    }
-                )
+        unseen = set(outcome.groups.get("unseen in pretraining", []))
+        for row in (row for row in result.labels if row.auroc.value is not None):
+            out.append(
+                {
+                    "trained": condition,
+                    "query": query,
+                    "seed": seed,
+                    "dataset": dataset,
+                    "group": f"{'unseen' if row.label in unseen else 'seen'}: {row.label}",
+                    "value": row.auroc.value,
+                    "low": row.auroc.low,
+                    "high": row.auroc.high,
+                    "labels": 1,
+                    "positives": row.positives,
+                }
+            )
     return out
 
 
@@ -221,9 +223,9 @@ def _print_tables(rows: list[dict[str, Any]]) -> None:
             lows = [r["low"] for r in found if r["low"] is not None]
             highs = [r["high"] for r in found if r["high"] is not None]
             interval = f" [{np.mean(lows):.3f}, {np.mean(highs):.3f}]" if lows and highs else ""
-            cells.append(
-                f"{values.mean():.3f} +- {values.std():.3f}{interval} ({found[0]['labels']})"
-            )
+            count = found[0].get("positives")
+            size = found[0]["labels"] if count is None else f"{count} positive" + "s" * (count != 1)
+            cells.append(f"{values.mean():.3f} +- {values.std():.3f}{interval} ({size})")
         if any(cell != "undefined" for cell in cells):  # labels with no positives: not shown
             print(f"{dataset:12s} {group:32s} " + " | ".join(cells))
 
