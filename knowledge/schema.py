@@ -259,13 +259,22 @@ class VoltageTerm(_Model):
     leads: LeadList = Field(min_length=1, description="the largest amplitude of these leads")
 
 
-class VoltageCriterion(_Model):
-    """A named voltage criterion: the sum of its terms' amplitudes lies in ``sum_mv``, e.g.
-    Sokolow-Lyon, S in V1 + R in V5 or V6 >= 3.5 mV."""
+Sex = Literal["male", "female"]
 
+
+class VoltageCriterion(_GrowingModel):
+    """A named voltage criterion: the sum of its terms' amplitudes lies in ``sum_mv``, e.g.
+    Sokolow-Lyon, S in V1 + R in V5 or V6 >= 3.5 mV; ``sex`` for a limit stated for one sex."""
+
+    added = ("sex",)
     name: Text
     terms: list[VoltageTerm] = Field(min_length=1, max_length=4)
     sum_mv: ValueRange = Field(description="millivolts (1 mm = 0.1 mV at standard calibration)")
+    sex: Sex | None = Field(
+        None,
+        description="only for a limit stated for one sex (Cornell: R in aVL + S in V3 > 2.8 mV "
+        "in men, > 2.0 mV in women, as two criteria); null: the limit holds for everyone",
+    )
 
     @field_validator("sum_mv")
     @classmethod

@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from encoders.ecg import open_source, sample_data_dir
+from encoders.ecg.dataset import ECGDataset
 from encoders.ecg.manifest import Manifest
 from encoders.ecg.preprocess import Preprocessing
 from encoders.ecg.rhythm import detect_beats, measure_prepared
@@ -59,10 +60,20 @@ def test_amplitudes_are_the_millivolts_of_real_recordings() -> None:
         assert measure_prepared(pre, prepared, "z-score").qrs_mv == ()
 
 
-def test_manifests_record_the_units(tmp_path: Path) -> None:
-    assert set(Manifest.scan(CINC_SAMPLE).table["units"]) == {"mV"}
+def test_manifests_record_the_units_and_the_sex(tmp_path: Path) -> None:
+    cinc = Manifest.scan(CINC_SAMPLE)
+    assert set(cinc.table["units"]) == {"mV"}
     saved = Manifest.scan("sample").save(tmp_path / "m.parquet")
     assert set(Manifest.load(saved).table["units"]) == {"z-score"}
+    assert Manifest.load(saved).table["sex"].isna().all()  # the array sample does not say
+    # the headers' #Sex reaches the dataset and, through it, the measurements
+    headers = {r.record_id: r.meta.get("sex") for r in open_source(CINC_SAMPLE).iter_records()}
+    assert headers and set(headers.values()) <= {"male", "female"}
+    data = ECGDataset(cinc, Preprocessing(), [], lambda _: None)
+    assert [data.sex(i) for i in range(len(data))] == [headers[r] for r in data.record_ids]
+    pre = Preprocessing()
+    measured = measure_prepared(pre, data.prepared(0), data.units(0), data.sex(0))
+    assert measured.sex == headers[data.record_ids[0]]
 
 
 def _amplitudes(**per_lead: dict[str, float]) -> dict[str, tuple[float, ...]]:
@@ -111,6 +122,26 @@ def test_knowledge_voltage_becomes_a_log_prior(curated_records: CuratedRecords) 
     assert "measured 1.10 mV on the criterion met best" in line
 
 
+def test_a_limit_stated_for_one_sex_counts_only_for_that_sex(
+    curated_records: CuratedRecords,
+) -> None:
+    (lvh,) = curated_records(["LVH"])
+    cornell = [c for c in lvh.morphology.voltage_criteria if c.name.startswith("Cornell")]  # type: ignore[union-attr]
+    assert {(c.sex, c.sum_mv.min) for c in cornell} == {("male", 2.8), ("female", 2.0)}
+    # Cornell R aVL + S V3 = 2.5 mV: met at the women's 2.0 mV, not at the men's 2.8 mV;
+    # Sokolow-Lyon (1.8 mV) and R in aVL (0.8 mV) are not met by anyone
+    beat = replace(
+        sinus_beat(), **_amplitudes(r_mv={"aVL": 0.8, "V5": 1.0}, s_mv={"V1": 0.8, "V3": 1.7})
+    )
+    patients = [replace(beat, sex="female"), replace(beat, sex="male"), beat]
+    female, male, unknown = criteria_log_prior([lvh], patients)[:, 0] / CRITERIA_WEIGHT
+    assert female > -0.2 and male < -1.0
+    assert unknown < male  # sex unknown: only the limits that hold for everyone are checked
+    (line,) = [x for x in describe_criteria(lvh, patients[0]) if x.startswith("voltage")]
+    assert "Cornell voltage, women (R in aVL + S in V3) >= 2 mV, female patients only" in line
+    assert "measured 2.50 mV on the criterion met best" in line
+
+
 def test_voltage_criteria_are_validated_and_left_out_when_empty(
     curated_records: CuratedRecords,
 ) -> None:
@@ -127,6 +158,7 @@ def test_voltage_criteria_are_validated_and_left_out_when_empty(
         VoltageCriterion.model_validate(
             {"name": "T in V2", "terms": [{"wave": "T", "leads": ["V2"]}], "sum_mv": {"min": 1}}
         )
+    assert "sex" not in ok.model_dump(mode="json")  # absent: the record's hash is unchanged
     (rbbb,) = curated_records(["right bundle branch block"])
     dumped = rbbb.model_dump(mode="json")
     assert dumped["morphology"] and "voltage_criteria" not in dumped["morphology"]

@@ -127,6 +127,13 @@ class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         units = self._manifest.table["units"].iat[index]
         return None if units is None else str(units)
 
+    def sex(self, index: int) -> str | None:
+        """The patient's sex (``male`` or ``female``; None where the dataset does not say)."""
+        if self._manifest is None:
+            return self._records[index].meta.get("sex")  # type: ignore[index]
+        sex = self._manifest.table["sex"].iat[index]
+        return None if sex is None else str(sex)
+
     def prepared(self, index: int) -> PreprocessedECG:
         """Stage 1 of the pipeline for one record, from the cache when there is one."""
         if self._cache is not None:

@@ -3,7 +3,8 @@
 Columns: ``record_id``, ``source`` (the file holding the record), ``index`` (row in an array
 file, else null), ``spec`` (the dataset spec that reopens the source), ``dataset``, ``fs``,
 ``n_samples``, ``units`` (``mV`` or ``z-score``), ``leads``, ``labels``, ``patient_id``,
-``split`` (when the dataset defines one), ``ok``, ``error`` (why an unreadable record was
+``sex`` (``male``/``female`` where the dataset records it), ``split`` (when the dataset
+defines one), ``ok``, ``error`` (why an unreadable record was
 skipped), and ``files``, ``sizes`` and ``mtimes_ns``: the files the record was read from, with
 their size and modification time.
 Re-opening a saved manifest (`Manifest.open`) lists the source's records and compares those
@@ -42,6 +43,7 @@ COLUMNS = (
     "leads",
     "labels",
     "patient_id",
+    "sex",
     "split",
     "ok",
     "error",
@@ -51,7 +53,17 @@ COLUMNS = (
 )
 
 _NUMERIC_DTYPES = {"index": "Int64", "fs": "float64", "n_samples": "Int64", "ok": "bool"}
-_TEXT_COLUMNS = ("record_id", "source", "spec", "dataset", "units", "patient_id", "split", "error")
+_TEXT_COLUMNS = (
+    "record_id",
+    "source",
+    "spec",
+    "dataset",
+    "units",
+    "patient_id",
+    "sex",
+    "split",
+    "error",
+)
 _LIST_COLUMNS = ("leads", "labels", "files", "sizes", "mtimes_ns")
 
 Stamp = tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]
@@ -265,6 +277,7 @@ def _row(
         "leads": record.leads if record else (),
         "labels": record.labels if record else (),
         "patient_id": record.patient_id if record else None,
+        "sex": record.meta.get("sex") if record else None,
         "split": record.meta.get("split") if record else None,
         "ok": record is not None,
         "error": error,

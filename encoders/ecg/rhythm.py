@@ -18,7 +18,7 @@ three beats in the window give NaN for all.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import signal as sps
@@ -46,6 +46,7 @@ class RhythmMeasurement(IntervalMeasurement):
     qtc_ms: float = float("nan")  # Bazett: QT over the square root of the median RR (s)
     rr_range_ms: float = float("nan")  # the longest RR interval less the shortest
     steady_rr_range_ms: float = float("nan")  # the same without premature beats and pauses
+    sex: str | None = None  # the patient's, from the record: for limits stated for one sex
 
     def per_lead(self, name: str) -> tuple[float, ...]:
         """The per-lead measure ``name`` (``t_polarity``, ``st_deviation``, ``t_size``,
@@ -117,9 +118,11 @@ def measure_rhythm(
 
 
 def measure_prepared(
-    preprocessing: Preprocessing, ecg: PreprocessedECG, units: str | None
+    preprocessing: Preprocessing, ecg: PreprocessedECG, units: str | None, sex: str | None = None
 ) -> RhythmMeasurement:
     """`measure_rhythm` of the window ``preprocessing`` makes of the prepared ``ecg``, with the
-    wave amplitudes in mV when the record's ``units`` are millivolts (z-scored data has none)."""
+    wave amplitudes in mV when the record's ``units`` are millivolts (z-scored data has none),
+    and the patient's ``sex`` (``male``/``female``) where the record states it."""
     window, scale = preprocessing.scaled_window(ecg)
-    return measure_rhythm(window.x, preprocessing.fs, scale if units == "mV" else None)
+    measured = measure_rhythm(window.x, preprocessing.fs, scale if units == "mV" else None)
+    return replace(measured, sex=sex)

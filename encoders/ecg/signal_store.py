@@ -250,6 +250,7 @@ class SignalStore:
         table["source"] = str(self.index_path)
         table["ok"], table["error"] = True, None
         table["units"] = None  # a store keeps no units: amplitudes are not read as millivolts
+        table["sex"] = None  # nor the patient's sex, which only millivolt limits need
         for column in ("leads", "files", "sizes", "mtimes_ns"):
             table[column] = [()] * len(table)
         table["store_row"] = np.arange(len(table), dtype=np.int64)

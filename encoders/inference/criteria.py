@@ -59,9 +59,10 @@ block's rsR' in V1 or V2.
 ``morphology.voltage_criteria`` (Sokolow-Lyon, R in aVL, low voltage, a tall P...) are
 alternatives: each sums its terms' amplitudes, the largest over each term's leads, measured on
 the median beat in millivolts, and the recording is judged by the criterion it meets best, each
-bound soft over ``VOLTAGE_MARGIN_SHARE`` of it (at least ``VOLTAGE_MARGIN_MV``). Amplitudes are
-measured only for records in millivolts: data z-scored per lead (the PTB-XL sample) has none,
-and the logit stays as the model scored it.
+bound soft over ``VOLTAGE_MARGIN_SHARE`` of it (at least ``VOLTAGE_MARGIN_MV``). A limit stated
+for one sex (Cornell's 2.8 mV in men, 2.0 mV in women) counts only where the record gives the
+patient's sex and it matches. Amplitudes are measured only for records in millivolts: data
+z-scored per lead (the PTB-XL sample) has none, and the logit stays as the model scored it.
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ class _Columns:
     r_prime: np.ndarray
     depressed: np.ndarray
     amplitude_mv: dict[str, np.ndarray]  # wave (P, R, S, QRS) -> (recordings, 12)
+    sex: np.ndarray  # (recordings,) "male", "female" or None
 
     @classmethod
     def of(cls, measured: Sequence[RhythmMeasurement]) -> _Columns:
@@ -253,6 +255,7 @@ class _Columns:
             r_prime=_per_lead(measured, "r_prime"),
             depressed=_where_measured(st_shift, st_shift < -ST_DEPRESSED),
             amplitude_mv={w: _per_lead(measured, f"{w.lower()}_mv") for w in _VOLTAGE_WAVES},
+            sex=np.array([m.sex for m in measured], dtype=object),
         )
 
 
@@ -335,20 +338,23 @@ def _checks(record: DiagnosisKnowledge, m: _Columns) -> dict[str, _Check]:
     if morphology is not None and morphology.r_prime_leads:
         out["R' waves"] = _in_leads_check(m.r_prime, morphology.r_prime_leads, "R'")
     if morphology is not None and morphology.voltage_criteria:
-        log, total = _voltage(morphology.voltage_criteria, m.amplitude_mv)
+        log, total = _voltage(morphology.voltage_criteria, m.amplitude_mv, m.sex)
         stated = " or ".join(_describe_voltage(c) for c in morphology.voltage_criteria)
         out["voltage"] = _Check(log, stated, total, "{:.2f} mV on the criterion met best")
     return out
 
 
 def _voltage(
-    criteria: Sequence[VoltageCriterion], amplitude_mv: dict[str, np.ndarray]
+    criteria: Sequence[VoltageCriterion], amplitude_mv: dict[str, np.ndarray], sex: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log-compatibility with the voltage criterion each recording meets best (0 where none
-    can be measured), and that criterion's measured sum (mV; NaN: none measured)."""
+    can be measured), and that criterion's measured sum (mV; NaN: none measured). A limit
+    stated for one sex applies only to recordings of a patient known to be of that sex."""
     logs, totals = [], []
     for criterion in criteria:
         total = np.sum([_largest(amplitude_mv[t.wave], t.leads) for t in criterion.terms], axis=0)
+        if criterion.sex is not None:
+            total = np.where(sex == criterion.sex, total, np.nan)
         log = np.zeros(len(total))
         if (low := criterion.sum_mv.min) is not None:
             log += _log_sigmoid((total - low) / _voltage_margin(low))
@@ -375,7 +381,8 @@ def _largest(amplitude: np.ndarray, leads: Sequence[str]) -> np.ndarray:
 
 def _describe_voltage(criterion: VoltageCriterion) -> str:
     terms = " + ".join(f"{t.wave} in {'/'.join(t.leads)}" for t in criterion.terms)
-    return f"{criterion.name} ({terms}) {criterion.sum_mv.describe('mV')}"
+    only = f", {criterion.sex} patients only" if criterion.sex else ""
+    return f"{criterion.name} ({terms}) {criterion.sum_mv.describe('mV')}{only}"
 
 
 def _degrees(value: float | None, default: float) -> str:

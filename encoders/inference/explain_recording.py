@@ -47,7 +47,7 @@ def explain_recording(
         lead_mask=window.lead_mask,
     )
     if knowledge is not None:
-        measured = measure_prepared(preprocessing, prepared, record.units)
+        measured = measure_prepared(preprocessing, prepared, record.units, record.meta.get("sex"))
         described = describe_criteria(knowledge.record, measured)
         explanation = replace(explanation, measured_criteria=tuple(described))
     return explanation, window.x

@@ -233,9 +233,9 @@ class ZeroShotClassifier:
 
     def measure(self, data: ECGDataset) -> list[RhythmMeasurement]:
         """What the measured criteria read from each recording's preprocessed window (wave
-        amplitudes only for records in millivolts)."""
+        amplitudes only for records in millivolts), with the patient's sex where known."""
         return [
-            measure_prepared(data.preprocessing, data.prepared(i), data.units(i))
+            measure_prepared(data.preprocessing, data.prepared(i), data.units(i), data.sex(i))
             for i in range(len(data))
         ]
 
@@ -299,7 +299,7 @@ def measurement_table(
     """One row per recording: rate, RR irregularity and range, premature beats, QRS duration,
     PR interval, QRS axis, P-wave strength, QT and QTc, and per lead the T-wave polarity and
     size, ST level, pathological Q wave, terminal R' and the R, S, QRS and P amplitudes in mV
-    (NaN for records not in millivolts)."""
+    (NaN for records not in millivolts), and the patient's sex where the record states it."""
     rows = []
     for record_id, m in zip(record_ids, measured, strict=True):
         row: dict[str, object] = {"record_id": record_id}
