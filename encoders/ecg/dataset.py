@@ -122,17 +122,21 @@ class ECGDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
 
     def units(self, index: int) -> str | None:
         """The record's units (``mV`` or ``z-score``; None when a signal store does not say)."""
-        if self._manifest is None:
-            return self._records[index].units  # type: ignore[index]
-        units = self._manifest.table["units"].iat[index]
-        return None if units is None else str(units)
+        return self._described(index, "units", lambda record: record.units)
 
     def sex(self, index: int) -> str | None:
         """The patient's sex (``male`` or ``female``; None where the dataset does not say)."""
+        return self._described(index, "sex", lambda record: record.meta.get("sex"))
+
+    def _described(
+        self, index: int, column: str, of_record: Callable[[ECGRecord], str | None]
+    ) -> str | None:
+        """What the manifest's ``column`` says of the record at ``index``, or ``of_record`` of
+        the record itself for a dataset of records."""
         if self._manifest is None:
-            return self._records[index].meta.get("sex")  # type: ignore[index]
-        sex = self._manifest.table["sex"].iat[index]
-        return None if sex is None else str(sex)
+            return of_record(self._records[index])  # type: ignore[index]
+        value = self._manifest.table[column].iat[index]
+        return None if value is None else str(value)
 
     def prepared(self, index: int) -> PreprocessedECG:
         """Stage 1 of the pipeline for one record, from the cache when there is one."""

@@ -3,10 +3,9 @@
 Columns: ``record_id``, ``source`` (the file holding the record), ``index`` (row in an array
 file, else null), ``spec`` (the dataset spec that reopens the source), ``dataset``, ``fs``,
 ``n_samples``, ``units`` (``mV`` or ``z-score``), ``leads``, ``labels``, ``patient_id``,
-``sex`` (``male``/``female`` where the dataset records it), ``split`` (when the dataset
-defines one), ``ok``, ``error`` (why an unreadable record was
-skipped), and ``files``, ``sizes`` and ``mtimes_ns``: the files the record was read from, with
-their size and modification time.
+``sex`` (``male``/``female`` where the dataset records it), ``split`` (when the dataset defines
+one), ``ok``, ``error`` (why an unreadable record was skipped), and ``files``, ``sizes`` and
+``mtimes_ns``: the files the record was read from, with their size and modification time.
 Re-opening a saved manifest (`Manifest.open`) lists the source's records and compares those
 stamps: only records that appeared or whose files changed are read again, vanished ones are
 dropped, and a record that became unreadable is kept as an error row (and logged), never
