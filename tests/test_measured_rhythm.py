@@ -271,7 +271,8 @@ def test_knowledge_q_waves_become_a_log_prior(curated_records: CuratedRecords) -
 
     measured = [q(inferior), q(set()), q({STANDARD_LEADS.index("III")}), q(set(range(12)))]
     prior = criteria_log_prior(records, measured) / CRITERIA_WEIGHT  # log-compatibility
-    assert prior[0, imi] > -0.25 > -1.5 > prior[1, imi]  # Q waves in all three inferior leads
+    assert prior[0, imi] == 0.0  # Q waves in all three inferior leads: the finding costs nothing
+    assert prior[1, imi] == pytest.approx(-1.5)  # in none: log sigmoid(-1.5) - log sigmoid(1.5)
     assert prior[1, imi] < prior[2, imi] < prior[0, imi]  # one of three lies in between
     assert prior[3, qwave] > -0.1 and prior[1, qwave] < -3
     assert (prior[:, sinus] == prior[0, sinus]).all()  # sinus rhythm states no Q waves
@@ -307,6 +308,8 @@ def test_knowledge_r_prime_becomes_a_log_prior(curated_records: CuratedRecords) 
     assert any(
         line.startswith("R' waves: knowledge R' in V1, V2; measured R' in 0%") for line in lines
     )
+    (shown,) = [x for x in describe_criteria(records[irbbb], measured[0]) if x.startswith("R'")]
+    assert shown.endswith("measured R' in 100% of the listed leads measured; +0.00 on the logit")
 
 
 def test_knowledge_qtc_becomes_a_log_prior(curated_records: CuratedRecords) -> None:

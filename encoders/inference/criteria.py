@@ -43,7 +43,8 @@ only for an irregularly irregular rhythm (atrial fibrillation), whose atrial act
 unrelated to the QRS and averages out of the median beat; flutter waves conducted at a fixed
 ratio are locked to the QRS and look like a P wave there. "Variable" and "hidden" are not
 checked. T waves stated "inverted" or "upright" in listed leads ask for at least
-``LEAD_SHARE`` of those measured to agree, soft over one lead, and so do "flattened" ones, a T
+``LEAD_SHARE`` of those measured to agree, soft over one lead (all of them agreeing costs
+nothing), and so do "flattened" ones, a T
 wave under ``T_FLAT`` of the lead's QRS peak to peak; other directions, and records listing no
 leads, are not checked. An ST segment stated "depressed" in listed leads asks the
 same of the ST level 60 ms after the QRS, below that at QRS onset by ``ST_DEPRESSED`` of the
@@ -191,11 +192,14 @@ def _defines_atrial_rhythm(p_waves: PWaves | None, regularity: str | None) -> bo
 def _in_leads(found: np.ndarray, leads: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Log-compatibility of a finding ``found`` per lead (recordings, 12: 1 seen, 0 not, NaN
     unmeasured) with its being seen in at least ``LEAD_SHARE`` of the measured ``leads``, soft
-    over one lead; and the share of the measured leads where it is seen (NaN: none measured)."""
+    over one lead and 0 where every measured lead shows it; and the share of the measured leads
+    where it is seen (NaN: none measured)."""
     listed = found[:, [STANDARD_LEADS.index(lead) for lead in leads]]
     measured = (~np.isnan(listed)).sum(axis=1)
     seen = np.nansum(listed, axis=1)
-    log = np.where(measured > 0, _log_sigmoid(seen - LEAD_SHARE * measured), 0.0)
+    needed = LEAD_SHARE * measured
+    log = _log_sigmoid(seen - needed) - _log_sigmoid(measured - needed)
+    log = np.where(measured > 0, log, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return log, np.where(measured > 0, seen / measured, np.nan)
 
