@@ -44,12 +44,12 @@ unrelated to the QRS and averages out of the median beat; flutter waves conducte
 ratio are locked to the QRS and look like a P wave there. "Variable" and "hidden" are not
 checked. T waves stated "inverted" or "upright" in listed leads ask for at least
 ``LEAD_SHARE`` of those measured to agree, soft over one lead (all of them agreeing costs
-nothing), and so do "flattened" ones, a T
-wave under ``T_FLAT`` of the lead's QRS peak to peak; other directions, and records listing no
-leads, are not checked. An ST segment stated "depressed" in listed leads asks the
-same of the ST level 60 ms after the QRS, below that at QRS onset by ``ST_DEPRESSED`` of the
-lead's QRS peak-to-peak. Elevation is not checked: it did not separate on the PTB-XL train
-split, where infarcts are mostly old and normal V2-V3 ST sits above the baseline.
+nothing), and so do "flattened" ones, a T wave under ``T_FLAT`` of the lead's QRS peak to peak;
+other directions, and records listing no leads, are not checked. An ST segment stated
+"depressed" in listed leads asks the same of the ST level 60 ms after the QRS, below that at
+QRS onset by ``ST_DEPRESSED`` of the lead's QRS peak-to-peak. Elevation is not checked: it did
+not separate on the PTB-XL train split, where infarcts are mostly old and normal V2-V3 ST sits
+above the baseline.
 
 ``morphology.pathological_q_leads`` ask for a pathological Q wave or a QS complex
 (`encoders.ecg.intervals.pathological_q`) in at least ``LEAD_SHARE`` of those measured, soft
